@@ -1,0 +1,96 @@
+"""Connecting to RabbitMQ: URL lists, backoff, and pika's errors translated into warren's."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pika
+import pika.exceptions as pex
+import structlog
+
+from warren.backoff import Backoff
+from warren.errors import AuthenticationFailed, BrokerError, ConnectionLost
+from warren.settings import Settings, redact_url
+
+log = structlog.get_logger("warren.amqp")
+
+# A broker restart closes connections with 320 CONNECTION_FORCED: that is a
+# reason to reconnect, so only credential and vhost refusals count as fatal.
+_AUTH_ERRORS = (pex.ProbableAuthenticationError, pex.ProbableAccessDeniedError,
+                pex.AuthenticationError)
+_ACCESS_REFUSED = 403
+_NOT_ALLOWED = 530
+
+
+def connection_parameters(settings: Settings, name: str) -> list[pika.URLParameters]:
+    params = []
+    for url in settings.amqp_urls:
+        p = pika.URLParameters(url)
+        p.client_properties = {"connection_name": f"{name}:{settings.worker_id}"}
+        params.append(p)
+    return params
+
+
+def translate(exc: BaseException) -> BrokerError:
+    """Map a pika exception onto warren's hierarchy (the message never carries a password)."""
+    if isinstance(exc, _AUTH_ERRORS):
+        return AuthenticationFailed(f"broker refused the login: {type(exc).__name__}")
+    if isinstance(exc, pex.ConnectionClosedByBroker) and exc.reply_code in (
+        _ACCESS_REFUSED, _NOT_ALLOWED
+    ):
+        return AuthenticationFailed(f"broker refused access: {exc.reply_text}")
+    if isinstance(exc, pex.ChannelClosedByBroker):
+        return BrokerError(f"channel closed by broker: {exc.reply_code} {exc.reply_text}")
+    return ConnectionLost(f"{type(exc).__name__}: {exc}")
+
+
+RECOVERABLE = (pex.AMQPError, OSError)
+
+
+def connect_blocking(settings: Settings, name: str) -> pika.BlockingConnection:
+    """One pass over every URL in turn; raises ConnectionLost or AuthenticationFailed."""
+    try:
+        return pika.BlockingConnection(connection_parameters(settings, name))
+    except RECOVERABLE as exc:
+        raise translate(exc) from None
+
+
+def describe_targets(settings: Settings) -> str:
+    return ",".join(redact_url(url) for url in settings.amqp_urls)
+
+
+def retry_forever(
+    attempt: Callable[[], None],
+    stop: threading.Event,
+    *,
+    what: str,
+    max_auth_failures: int = 5,
+    backoff: Backoff,
+) -> None:
+    """Run `attempt` until it returns with `stop` set; reconnect with backoff on broker errors.
+
+    `attempt` should call `backoff.reset()` once it is connected, so a long
+    healthy session starts the next outage from a short delay. Authentication
+    failures are retried a few times (a broker may still be seeding its users)
+    and then re-raised, so a wrong password does not become an endless loop.
+    """
+    auth_failures = 0
+    while not stop.is_set():
+        try:
+            attempt()
+            return
+        except AuthenticationFailed as exc:
+            auth_failures += 1
+            log.error("broker_auth_failed", service=what, error=str(exc), attempt=auth_failures)
+            if auth_failures >= max_auth_failures:
+                raise
+        except BrokerError as exc:
+            auth_failures = 0
+            log.warning("broker_connection_lost", service=what, error=str(exc))
+        except RECOVERABLE as exc:
+            auth_failures = 0
+            log.warning("broker_connection_lost", service=what, error=str(translate(exc)))
+        delay = backoff.next_delay()
+        log.info("reconnect_scheduled", service=what, delay_s=round(delay, 2))
+        stop.wait(delay)

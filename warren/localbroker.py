@@ -1,0 +1,189 @@
+"""A private RabbitMQ node on this machine: free ports, its own directory, no root service.
+
+Used by the test fixtures, the benchmarks and `make local`. It runs Debian's
+`rabbitmq-server` scripts directly as the current user, with HOME pointed at
+its own directory so the Erlang cookie stays private too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+RABBITMQ_BIN = Path(os.environ.get("RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
+PLUGINS = "[rabbitmq_management,rabbitmq_prometheus]."
+
+
+class BrokerStartError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rabbitmq_available() -> bool:
+    return (RABBITMQ_BIN / "rabbitmq-server").exists()
+
+
+@dataclass
+class LocalBroker:
+    base_dir: Path
+    amqp_port: int = field(default_factory=free_port)
+    management_port: int = field(default_factory=free_port)
+    prometheus_port: int = field(default_factory=free_port)
+    dist_port: int = field(default_factory=free_port)
+    user: str = "warren"
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    extra_config: str = ""
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def nodename(self) -> str:
+        return f"warren-{self.amqp_port}@localhost"
+
+    @property
+    def url(self) -> str:
+        return f"amqp://{self.user}:{quote(self.password, safe='')}@127.0.0.1:{self.amqp_port}/%2F"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.management_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    def _env(self) -> dict[str, str]:
+        d = self.base_dir
+        return {
+            **os.environ,
+            "HOME": str(d),
+            "RABBITMQ_NODENAME": self.nodename,
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(d / "rabbitmq.pid"),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_LOGS": str(d / "log" / "rabbit.log"),
+        }
+
+    def _write_config(self) -> None:
+        d = self.base_dir
+        (d / "log").mkdir(parents=True, exist_ok=True)
+        (d / "mnesia").mkdir(parents=True, exist_ok=True)
+        (d / "enabled_plugins").write_text(PLUGINS + "\n")
+        (d / "rabbitmq-env.conf").write_text("")
+        (d / "advanced.config").write_text("[].\n")
+        (d / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
+            f"management.tcp.port = {self.management_port}\n"
+            f"management.tcp.ip = 127.0.0.1\n"
+            f"prometheus.tcp.port = {self.prometheus_port}\n"
+            f"prometheus.tcp.ip = 127.0.0.1\n"
+            f"default_user = {self.user}\n"
+            f"default_pass = {self.password}\n"
+            "loopback_users = none\n"
+            "collect_statistics_interval = 100\n"
+            "log.console = false\n"
+            "log.file.level = warning\n" + self.extra_config
+        )
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        self._write_config()
+        log = (self.base_dir / "log" / "startup.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(RABBITMQ_BIN / "rabbitmq-server")], env=self._env(), stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True, cwd=self.base_dir,
+        )
+        self.wait_ready(timeout_s)
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process and self.process.poll() is not None:
+                raise BrokerStartError(f"rabbitmq-server exited early; see {self.base_dir}/log")
+            if self._amqp_answers():
+                return
+            time.sleep(0.3)
+        raise BrokerStartError(f"no AMQP on port {self.amqp_port} after {timeout_s:.0f}s")
+
+    def _amqp_answers(self) -> bool:
+        import pika
+
+        try:
+            pika.BlockingConnection(pika.URLParameters(self.url)).close()
+            return True
+        except Exception:
+            return False
+
+    def ctl(self, *args: str, timeout_s: float = 60.0) -> str:
+        result = subprocess.run(
+            [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.nodename, *args],
+            env=self._env(), capture_output=True, text=True, timeout=timeout_s, check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
+    def queue_counts(self, name: str) -> tuple[int, int]:
+        """(ready, unacked) straight from the node, no stats lag."""
+        out = self.ctl("list_queues", "-q", "--no-table-headers", "name", "messages_ready",
+                       "messages_unacknowledged")
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == name:
+                return int(parts[1]), int(parts[2])
+        raise KeyError(name)
+
+    def beam_pid(self) -> int | None:
+        try:
+            return int((self.base_dir / "rabbitmq.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        """Graceful stop; the data directory stays for a restart."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            self.ctl("stop", timeout_s=60)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            self.kill()
+        self._reap()
+
+    def kill(self) -> None:
+        """SIGKILL the node: the crash a power cut would be."""
+        pid = self.beam_pid()
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self._reap()
+
+    def _reap(self) -> None:
+        if self.process:
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+    def restart(self, timeout_s: float = 90.0) -> None:
+        self.stop()
+        self.start(timeout_s)

@@ -1,0 +1,88 @@
+"""The task message contract: JSON `{"type": ..., "args": {...}}` or the tutorial's dotted text."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pika
+
+from warren.errors import MalformedMessage
+
+JSON = "application/json"
+TEXT = "text/plain"
+ATTEMPTS_HEADER = "x-warren-attempts"
+REASON_HEADER = "x-warren-reason"
+ERROR_HEADER = "x-warren-last-error"
+WORKER_HEADER = "x-warren-worker"
+DOTS_TASK = "dots"
+
+
+@dataclass(frozen=True)
+class Task:
+    type: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def encode_task(task_type: str, args: dict[str, Any] | None = None, **extra: Any) -> bytes:
+    return json.dumps({"type": task_type, "args": args or {}, **extra}).encode()
+
+
+def task_properties(
+    content_type: str = JSON,
+    *,
+    message_id: str | None = None,
+    headers: dict[str, Any] | None = None,
+) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type=content_type,
+        delivery_mode=pika.DeliveryMode.Persistent,
+        message_id=message_id or uuid.uuid4().hex,
+        timestamp=int(time.time()),
+        headers=headers,
+    )
+
+
+def decode_task(body: bytes, content_type: str | None, *, max_bytes: int) -> Task:
+    """Decode a delivery into a Task, or raise MalformedMessage with the reason."""
+    if len(body) > max_bytes:
+        raise MalformedMessage(f"body of {len(body)} bytes exceeds MAX_BODY_BYTES={max_bytes}")
+    if not body:
+        raise MalformedMessage("empty body")
+    if content_type == JSON or (content_type is None and body.lstrip()[:1] == b"{"):
+        return _decode_json(body)
+    return _decode_text(body)
+
+
+def _decode_json(body: bytes) -> Task:
+    try:
+        doc = json.loads(body)
+    except UnicodeDecodeError:
+        raise MalformedMessage("body is not valid UTF-8") from None
+    except ValueError as exc:
+        raise MalformedMessage(f"invalid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise MalformedMessage(f"JSON body must be an object, got {type(doc).__name__}")
+    task_type, args = doc.get("type"), doc.get("args", {})
+    if not isinstance(task_type, str) or not task_type:
+        raise MalformedMessage("'type' must be a non-empty string")
+    if not isinstance(args, dict):
+        raise MalformedMessage(f"'args' must be an object, got {type(args).__name__}")
+    return Task(task_type, args)
+
+
+def _decode_text(body: bytes) -> Task:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedMessage("body is not valid UTF-8") from None
+    return Task(DOTS_TASK, {"count": text.count(".")})
+
+
+def attempts_of(properties: pika.BasicProperties) -> int:
+    """How many times this task already failed (0 for a fresh one)."""
+    value = (properties.headers or {}).get(ATTEMPTS_HEADER, 0)
+    return value if isinstance(value, int) and value >= 0 else 0

@@ -1,0 +1,177 @@
+"""Settings from the environment: one frozen object, validated once at start.
+
+Every name here is a contract shared with docker-compose.yml, k8s/ and
+monitoring/; tests read `ENV_VARS` to hold those files to it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+from warren.errors import SettingsError
+
+T = TypeVar("T")
+
+QueueType = Literal["classic", "quorum"]
+LogFormat = Literal["json", "console", "auto"]
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # repr=False: a Settings object in a log line or traceback must not show a password.
+    amqp_urls: tuple[str, ...] = field(default=(DEFAULT_AMQP_URL,), repr=False)
+    task_queue: str = "task_queue"
+    rpc_queue: str = "rpc_queue"
+    prefetch: int = 1  # 0 = unlimited (the broker's round-robin), used to show the imbalance
+    queue_type: QueueType = "classic"
+    max_attempts: int = 3
+    retry_delay_ms: int = 5000
+    shutdown_grace_s: float = 25.0
+    metrics_port: int = 9100
+    log_format: LogFormat = "auto"
+    log_level: str = "INFO"
+    dot_seconds: float = 1.0
+    max_body_bytes: int = 1_048_576
+    worker_id: str = ""
+    events_exchange: str = "warren.events"
+    bindings: str = ""
+
+    @property
+    def redacted_urls(self) -> tuple[str, ...]:
+        return tuple(redact_url(url) for url in self.amqp_urls)
+
+    @property
+    def retry_queue(self) -> str:
+        return f"{self.task_queue}.retry"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.task_queue}.dead"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values = {name: _read(env, name, parse) for name, (_, parse) in _FIELDS.items()}
+        kwargs = {_FIELDS[name][0]: value for name, value in values.items() if value is not None}
+        settings = cls(**kwargs)
+        if not settings.worker_id:
+            settings = _with_worker_id(settings)
+        return settings
+
+
+def _with_worker_id(settings: Settings) -> Settings:
+    return replace(settings, worker_id=f"{socket.gethostname()}-{os.getpid()}")
+
+
+def _read(env: Mapping[str, str], name: str, parse: Callable[[str], object]) -> object | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return parse(raw.strip())
+    except (ValueError, TypeError) as exc:
+        # The parsers never echo a URL's password back (see parse_amqp_urls).
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def parse_amqp_urls(raw: str) -> tuple[str, ...]:
+    urls = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("amqp", "amqps"):
+            raise ValueError(f"scheme must be amqp:// or amqps://, got {redact_url(url)!r}")
+        if not parts.hostname:
+            raise ValueError(f"no host in {redact_url(url)!r}")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"bad port in {redact_url(url)!r}") from None
+    if not urls:
+        raise ValueError("no URL given")
+    return urls
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, safe to log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+
+
+def _queue_name(raw: str) -> str:
+    if raw.startswith("amq."):
+        raise ValueError(f"{raw!r}: names starting with 'amq.' are reserved by the broker")
+    if len(raw.encode()) > 200:
+        raise ValueError("longer than 200 bytes (the .retry/.dead queues must fit in 255)")
+    return raw
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"must be zero or more, got {raw!r}")
+    return value
+
+
+def _one_of(*choices: str, upper: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.upper() if upper else raw.lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "AMQP_URL": ("amqp_urls", parse_amqp_urls),
+    "TASK_QUEUE": ("task_queue", _queue_name),
+    "RPC_QUEUE": ("rpc_queue", _queue_name),
+    "PREFETCH": ("prefetch", _int_in(0, 65535)),
+    "QUEUE_TYPE": ("queue_type", _one_of("classic", "quorum")),
+    "MAX_ATTEMPTS": ("max_attempts", _int_in(1, 1000)),
+    "RETRY_DELAY_MS": ("retry_delay_ms", _int_in(0, 86_400_000)),
+    "SHUTDOWN_GRACE_S": ("shutdown_grace_s", _positive_float),
+    "METRICS_PORT": ("metrics_port", _int_in(0, 65535)),
+    "LOG_FORMAT": ("log_format", _one_of("json", "console", "auto")),
+    "LOG_LEVEL": ("log_level", _one_of(*LOG_LEVELS, upper=True)),
+    "DOT_SECONDS": ("dot_seconds", _non_negative_float),
+    "MAX_BODY_BYTES": ("max_body_bytes", _int_in(1, 128 * 1024 * 1024)),
+    "WORKER_ID": ("worker_id", _text),
+    "EVENTS_EXCHANGE": ("events_exchange", _text),
+    "BINDINGS": ("bindings", _text),
+}
+
+ENV_VARS: tuple[str, ...] = tuple(_FIELDS)

@@ -1,0 +1,61 @@
+"""Queues and exchanges, declared idempotently by whoever needs them (again after reconnect).
+
+`task_queue` itself carries no arguments in classic mode, so the tutorial's own
+`queue_declare('task_queue', durable=True)` keeps working beside warren. Retries
+go through a side queue whose messages expire back into `task_queue`; parked
+messages go to `task_queue.dead`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pika.adapters.blocking_connection import BlockingChannel
+
+from warren.settings import Settings
+
+EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
+
+
+def task_queue_arguments(settings: Settings) -> dict[str, Any]:
+    if settings.queue_type == "classic":
+        return {}
+    # Quorum queues on RabbitMQ 4.x drop a message after 20 failed deliveries
+    # unless it has somewhere to go: send it to the parking queue instead.
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": settings.dead_queue,
+    }
+
+
+def side_queue_arguments(settings: Settings) -> dict[str, Any]:
+    return {"x-queue-type": "quorum"} if settings.queue_type == "quorum" else {}
+
+
+def retry_queue_arguments(settings: Settings) -> dict[str, Any]:
+    return {
+        **side_queue_arguments(settings),
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": settings.task_queue,
+    }
+
+
+def declare_task_queues(channel: BlockingChannel, settings: Settings) -> None:
+    channel.queue_declare(settings.task_queue, durable=True,
+                          arguments=task_queue_arguments(settings) or None)
+    channel.queue_declare(settings.retry_queue, durable=True,
+                          arguments=retry_queue_arguments(settings))
+    channel.queue_declare(settings.dead_queue, durable=True,
+                          arguments=side_queue_arguments(settings) or None)
+
+
+def declare_exchange(channel: BlockingChannel, name: str, kind: str) -> None:
+    if kind not in EXCHANGE_TYPES:
+        raise ValueError(f"exchange type must be one of {', '.join(EXCHANGE_TYPES)}, got {kind!r}")
+    channel.exchange_declare(name, exchange_type=kind, durable=True)
+
+
+def declare_events_exchange(channel: BlockingChannel, settings: Settings) -> None:
+    if settings.events_exchange:
+        declare_exchange(channel, settings.events_exchange, "fanout")

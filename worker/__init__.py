@@ -1,0 +1,1 @@
+"""The worker service: consume task_queue with fair dispatch and run registered tasks."""

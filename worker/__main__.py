@@ -1,0 +1,25 @@
+"""`python -m worker`: consume TASK_QUEUE and run registered tasks until SIGTERM."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from warren.health import Health
+from warren.service import run_service
+from warren.settings import Settings
+from worker import tasks
+from worker.consumer import Worker
+
+
+def run(settings: Settings, health: Health, stop: threading.Event) -> int:
+    tasks.dot_seconds = settings.dot_seconds
+    return Worker(settings, health, stop, tasks.registry).run()
+
+
+def main() -> int:
+    return run_service("worker", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""The worker's Prometheus metrics. Per-worker series come from each process' own /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TASKS = Counter("warren_worker_tasks_total", "Tasks settled, by outcome",
+                ["outcome"])  # done | retried | parked | rejected
+TASK_DURATION = Histogram(
+    "warren_worker_task_duration_seconds", "Time spent running a task",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+IN_FLIGHT = Gauge("warren_worker_tasks_in_flight", "Deliveries held by this worker, not yet settled")
+BUSY = Counter("warren_worker_busy_seconds_total", "Seconds spent running tasks")
+PREFETCH = Gauge("warren_worker_prefetch", "basic.qos prefetch count in force (0 = unlimited)")
+REDELIVERIES = Counter("warren_worker_redeliveries_total",
+                       "Deliveries the broker flagged as redelivered")
+CONNECTED = Gauge("warren_worker_connected", "1 while connected and consuming")
+
+OUTCOMES = ("done", "retried", "parked", "rejected")
+for _outcome in OUTCOMES:
+    TASKS.labels(_outcome)  # export zeros, so rate() works from the first scrape

@@ -1,0 +1,134 @@
+"""The task registry, and the built-in tasks.
+
+Add your own with the decorator; arguments come from the message's `args`
+object, and annotated `int`/`float`/`str`/`bool` parameters are checked before
+the task runs, so a wrongly typed message is parked at once instead of retried:
+
+    from worker.tasks import task
+
+    @task("resize")
+    def resize(url: str, width: int = 640) -> None:
+        ...
+
+Raise `BadArguments` for values that can never work (parked at once); any
+other exception counts as a failure and is retried up to MAX_ATTEMPTS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from warren.errors import MalformedMessage
+from warren.messages import DOTS_TASK, Task
+
+TaskFn = Callable[..., object]
+
+
+class BadArguments(MalformedMessage):
+    """The task's arguments can never work; the message is parked without retries."""
+
+
+_CHECKED_TYPES: dict[Any, tuple[type, ...]] = {
+    int: (int,), float: (int, float), str: (str,), bool: (bool,),
+    "int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+}
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    fn: TaskFn
+    signature: inspect.Signature
+
+    def check(self, args: dict[str, Any]) -> None:
+        try:
+            bound = self.signature.bind(**args)
+        except TypeError as exc:
+            raise BadArguments(f"bad arguments for {self.name!r}: {exc}") from None
+        for name, value in bound.arguments.items():
+            _check_type(self.name, name, value, self.signature.parameters[name].annotation)
+
+
+def _check_type(task: str, name: str, value: object, annotation: object) -> None:
+    allowed = _CHECKED_TYPES.get(annotation)
+    if allowed is None:
+        return
+    is_bool = isinstance(value, bool)
+    if not isinstance(value, allowed) or (is_bool and bool not in allowed):
+        raise BadArguments(
+            f"bad arguments for {task!r}: {name} must be {allowed[-1].__name__}, "
+            f"got {type(value).__name__}"
+        )
+
+
+class TaskRegistry:
+    def __init__(self) -> None:
+        self._tasks: dict[str, Registered] = {}
+
+    def task(self, name: str) -> Callable[[TaskFn], TaskFn]:
+        def register(fn: TaskFn) -> TaskFn:
+            self._tasks[name] = Registered(name, fn, inspect.signature(fn))
+            return fn
+
+        return register
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+    def resolve(self, task: Task) -> Callable[[], object]:
+        """Check the task and return a call that runs it; raises MalformedMessage."""
+        registered = self._tasks.get(task.type)
+        if registered is None:
+            raise MalformedMessage(f"unknown task type {task.type!r}")
+        registered.check(task.args)
+        return lambda: registered.fn(**task.args)
+
+
+registry = TaskRegistry()
+task = registry.task
+
+# The tutorial's unit of work per dot; the worker sets it from DOT_SECONDS.
+dot_seconds = 1.0
+_MAX_SLEEP_S = 3600.0
+_MAX_CPU_ROUNDS = 50_000_000
+
+
+@task("sleep")
+def sleep(seconds: float) -> None:
+    """Simulated I/O-bound work."""
+    if not 0 <= seconds <= _MAX_SLEEP_S:
+        raise BadArguments(f"seconds must be within 0..{_MAX_SLEEP_S:g}, got {seconds}")
+    time.sleep(seconds)
+
+
+@task("cpu")
+def cpu(rounds: int) -> str:
+    """CPU-bound work: chained SHA-256 rounds."""
+    if not 0 <= rounds <= _MAX_CPU_ROUNDS:
+        raise BadArguments(f"rounds must be within 0..{_MAX_CPU_ROUNDS}, got {rounds}")
+    digest = b""
+    for _ in range(rounds):
+        digest = hashlib.sha256(digest).digest()
+    return digest.hex()
+
+
+@task("fail")
+def fail(message: str = "requested failure") -> None:
+    """Always raises: for testing retries and parking."""
+    raise RuntimeError(message)
+
+
+@task("noop")
+def noop() -> None:
+    """Does nothing: for measuring the worker's own overhead."""
+
+
+@task(DOTS_TASK)
+def dots(count: int) -> None:
+    """The tutorial's plain-text task: one unit of work per dot in the body."""
+    time.sleep(count * dot_seconds)
