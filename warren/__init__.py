@@ -1,3 +1,3 @@
-"""warren: the core that every service shares (settings, AMQP, topology, messages, logs, metrics)."""
+"""warren: the core every service shares (settings, AMQP, topology, messages, logs, metrics)."""
 
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Backoff:
-    """Delays grow as base·2ⁿ up to `cap`; each is drawn uniformly between half that bound and the bound.
+    """Delays grow as base·2ⁿ up to `cap`; each is drawn between half that bound and the bound.
 
     Full jitter keeps a fleet of workers that lost the same broker from
     reconnecting in lock-step.

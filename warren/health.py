@@ -7,7 +7,7 @@ import time
 
 
 class Health:
-    """`alive` turns false only when the process is wedged; `ready` means connected and consuming."""
+    """`alive` is false only when the process is wedged; `ready` means connected and consuming."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

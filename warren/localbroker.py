@@ -7,6 +7,7 @@ its own directory so the Erlang cookie stays private too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -168,10 +169,8 @@ class LocalBroker:
         """SIGKILL the node: the crash a power cut would be."""
         pid = self.beam_pid()
         if pid:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
         self._reap()

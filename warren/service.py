@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 import structlog
+from prometheus_client import disable_created_metrics
 
 from warren.errors import AuthenticationFailed, ExitCode, SettingsError
 from warren.health import Health
@@ -42,6 +43,7 @@ def run_service(name: str, run: Callable[[Settings, Health, threading.Event], in
     settings = load_settings_or_exit()
     configure_logging(settings)
     structlog.contextvars.bind_contextvars(service=name, worker_id=settings.worker_id)
+    disable_created_metrics()  # half the series, and nothing on the dashboard reads them
     health = Health()
     try:
         serve_http(settings.metrics_port, health)

@@ -43,6 +43,7 @@ class Settings:
     worker_id: str = ""
     events_exchange: str = "warren.events"
     bindings: str = ""
+    task_modules: tuple[str, ...] = ()
 
     @property
     def redacted_urls(self) -> tuple[str, ...]:
@@ -155,6 +156,14 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _module_list(raw: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for name in names:
+        if not all(piece.isidentifier() for piece in name.split(".")):
+            raise ValueError(f"{name!r} is not a module name")
+    return names
+
+
 _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "AMQP_URL": ("amqp_urls", parse_amqp_urls),
     "TASK_QUEUE": ("task_queue", _queue_name),
@@ -172,6 +181,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "WORKER_ID": ("worker_id", _text),
     "EVENTS_EXCHANGE": ("events_exchange", _text),
     "BINDINGS": ("bindings", _text),
+    "TASK_MODULES": ("task_modules", _module_list),
 }
 
 ENV_VARS: tuple[str, ...] = tuple(_FIELDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 
@@ -14,6 +15,8 @@ from worker.consumer import Worker
 
 def run(settings: Settings, health: Health, stop: threading.Event) -> int:
     tasks.dot_seconds = settings.dot_seconds
+    for module in settings.task_modules:
+        importlib.import_module(module)  # registers the user's @task functions
     return Worker(settings, health, stop, tasks.registry).run()
 
 

@@ -7,6 +7,7 @@ I/O loop keeps servicing heartbeats however long a task runs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import queue
@@ -106,10 +107,8 @@ class Worker:
         metrics.IN_FLIGHT.dec(len(self._unsettled))
         self._unsettled.clear()  # the broker requeues whatever this connection held
         if conn.is_open:
-            try:
+            with contextlib.suppress(pex.AMQPError):
                 conn.close()
-            except pex.AMQPError:
-                pass
 
     def _consume(self, conn: BlockingConnection) -> None:
         channel = conn.channel()
@@ -187,14 +186,13 @@ class Worker:
         try:
             task = decode_task(delivery.body, delivery.properties.content_type,
                                max_bytes=self.settings.max_body_bytes)
-            call = self.registry.resolve(task)
         except MalformedMessage as exc:
             return Outcome("malformed", error=str(exc))
         started = time.perf_counter()
         kind: Kind = "done"
         error = ""
         try:
-            call()
+            self.registry.resolve(task)()
         except MalformedMessage as exc:
             kind, error = "malformed", str(exc)
         except Exception as exc:
@@ -247,10 +245,12 @@ class Worker:
         self._retry(delivery, outcome.error, attempts)
         return "retried"
 
-    def _copy_properties(self, delivery: Delivery, headers: dict[str, object]) -> pika.BasicProperties:
+    def _copy_properties(self, delivery: Delivery,
+                         headers: dict[str, object]) -> pika.BasicProperties:
         props = copy.copy(delivery.properties)
-        props.headers = {**(props.headers or {}), **headers, WORKER_HEADER: self.settings.worker_id}
-        props.delivery_mode = pika.DeliveryMode.Persistent
+        props.headers = {**(props.headers or {}), **headers,
+                         WORKER_HEADER: self.settings.worker_id}
+        props.delivery_mode = pika.DeliveryMode.Persistent.value
         props.expiration = None
         return props
 

@@ -10,7 +10,8 @@ TASK_DURATION = Histogram(
     "warren_worker_task_duration_seconds", "Time spent running a task",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
-IN_FLIGHT = Gauge("warren_worker_tasks_in_flight", "Deliveries held by this worker, not yet settled")
+IN_FLIGHT = Gauge("warren_worker_tasks_in_flight",
+                  "Deliveries held by this worker, not yet settled")
 BUSY = Counter("warren_worker_busy_seconds_total", "Seconds spent running tasks")
 PREFETCH = Gauge("warren_worker_prefetch", "basic.qos prefetch count in force (0 = unlimited)")
 REDELIVERIES = Counter("warren_worker_redeliveries_total",

@@ -1,0 +1,1 @@
+"""The producer service: publish tasks with pipelined publisher confirms."""
