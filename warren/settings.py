@@ -31,6 +31,7 @@ class Settings:
     task_queue: str = "task_queue"
     rpc_queue: str = "rpc_queue"
     prefetch: int = 1  # 0 = unlimited (the broker's round-robin), used to show the imbalance
+    rpc_prefetch: int = 100  # additions are instant: a deeper window only saves round trips
     queue_type: QueueType = "classic"
     max_attempts: int = 3
     retry_delay_ms: int = 5000
@@ -169,6 +170,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "TASK_QUEUE": ("task_queue", _queue_name),
     "RPC_QUEUE": ("rpc_queue", _queue_name),
     "PREFETCH": ("prefetch", _int_in(0, 65535)),
+    "RPC_PREFETCH": ("rpc_prefetch", _int_in(1, 65535)),
     "QUEUE_TYPE": ("queue_type", _one_of("classic", "quorum")),
     "MAX_ATTEMPTS": ("max_attempts", _int_in(1, 1000)),
     "RETRY_DELAY_MS": ("retry_delay_ms", _int_in(0, 86_400_000)),

@@ -59,3 +59,16 @@ def declare_exchange(channel: BlockingChannel, name: str, kind: str) -> None:
 def declare_events_exchange(channel: BlockingChannel, settings: Settings) -> None:
     if settings.events_exchange:
         declare_exchange(channel, settings.events_exchange, "fanout")
+
+
+def declare_rpc_queue(channel: BlockingChannel, settings: Settings) -> None:
+    """Classic and non-durable, exactly as the seed's server declares it, so both can share it.
+
+    Requests are only worth answering while their caller waits; in quorum mode
+    the queue must be durable and replicated instead.
+    """
+    if settings.queue_type == "quorum":
+        channel.queue_declare(settings.rpc_queue, durable=True,
+                              arguments={"x-queue-type": "quorum"})
+    else:
+        channel.queue_declare(settings.rpc_queue)

@@ -7,7 +7,6 @@ I/O loop keeps servicing heartbeats however long a task runs.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import queue
@@ -22,8 +21,7 @@ import pika.exceptions as pex
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from warren.amqp import connect_blocking, retry_forever
-from warren.backoff import Backoff
+from warren.consuming import ConsumerHooks, Consuming, run_consumer
 from warren.errors import ConnectionLost, ExitCode, MalformedMessage
 from warren.health import Health
 from warren.messages import (
@@ -42,7 +40,6 @@ from worker.tasks import TaskRegistry
 log = structlog.get_logger("worker")
 
 Kind = Literal["done", "failed", "malformed"]
-_IO_TICK_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,6 @@ class Worker:
         self.health = health
         self.stop = stop
         self.registry = registry
-        self.backoff = Backoff()
         self._jobs: queue.Queue[Delivery | None] = queue.Queue()
         self._unsettled: set[int] = set()
         self._side: BlockingChannel | None = None
@@ -85,32 +81,16 @@ class Worker:
         runner = threading.Thread(target=self._run_tasks, name="task-runner", daemon=True)
         runner.start()
         metrics.PREFETCH.set(self.settings.prefetch)
+        hooks = ConsumerHooks(start=self._start, drain=self._drain, tick=self._check_cancelled,
+                              session_ended=self._end_session)
         try:
-            retry_forever(self._session, self.stop, what="worker", backoff=self.backoff)
+            run_consumer(self.settings, "worker", self.health, self.stop, hooks)
         finally:
             self._jobs.put(None)
         log.info("worker_stopped")
         return ExitCode.OK
 
-    def _session(self) -> None:
-        conn = connect_blocking(self.settings, "worker")
-        try:
-            self._consume(conn)
-        except pex.AMQPError as exc:
-            raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
-        finally:
-            self._end_session(conn)
-
-    def _end_session(self, conn: BlockingConnection) -> None:
-        self.health.set_ready(False)
-        metrics.CONNECTED.set(0)
-        metrics.IN_FLIGHT.dec(len(self._unsettled))
-        self._unsettled.clear()  # the broker requeues whatever this connection held
-        if conn.is_open:
-            with contextlib.suppress(pex.AMQPError):
-                conn.close()
-
-    def _consume(self, conn: BlockingConnection) -> None:
+    def _start(self, conn: BlockingConnection) -> Consuming:
         channel = conn.channel()
         declare_task_queues(channel, self.settings)
         declare_events_exchange(channel, self.settings)
@@ -120,17 +100,19 @@ class Worker:
         self._events = conn.channel()
         self._cancelled_by_broker = False
         channel.add_on_cancel_callback(self._on_broker_cancel)
-        consumer_tag = channel.basic_consume(self.settings.task_queue,
-                                             partial(self._on_message, conn))
-        self.backoff.reset()
-        self.health.set_ready(True)
+        tag = channel.basic_consume(self.settings.task_queue, partial(self._on_message, conn))
         metrics.CONNECTED.set(1)
         log.info("consuming", queue=self.settings.task_queue, prefetch=self.settings.prefetch)
-        while not self.stop.is_set():
-            conn.process_data_events(time_limit=_IO_TICK_S)
-            if self._cancelled_by_broker:
-                raise ConnectionLost("the broker cancelled our consumer (queue deleted?)")
-        self._drain(conn, channel, consumer_tag)
+        return Consuming(channel, tag)
+
+    def _end_session(self) -> None:
+        metrics.CONNECTED.set(0)
+        metrics.IN_FLIGHT.dec(len(self._unsettled))
+        self._unsettled.clear()  # the broker requeues whatever the lost connection held
+
+    def _check_cancelled(self) -> None:
+        if self._cancelled_by_broker:
+            raise ConnectionLost("the broker cancelled our consumer (queue deleted?)")
 
     def _on_broker_cancel(self, _frame: object) -> None:
         self._cancelled_by_broker = True
@@ -145,11 +127,10 @@ class Worker:
         self._unsettled.add(method.delivery_tag)
         self._jobs.put(Delivery(conn, channel, method.delivery_tag, properties, body))
 
-    def _drain(self, conn: BlockingConnection, channel: BlockingChannel, tag: str) -> None:
+    def _drain(self, conn: BlockingConnection, consuming: Consuming) -> None:
         """Stop taking work, hand back what has not started, finish what is in hand."""
-        self.health.set_ready(False)
-        channel.basic_cancel(tag)
-        self._requeue_not_started(channel)
+        consuming.channel.basic_cancel(consuming.consumer_tag)
+        self._requeue_not_started(consuming.channel)
         deadline = time.monotonic() + self.settings.shutdown_grace_s
         while self._unsettled and time.monotonic() < deadline:
             conn.process_data_events(time_limit=0.1)

@@ -1,0 +1,151 @@
+"""RpcClient: many calls in flight on one connection, each reply matched by correlation id.
+
+    client = RpcClient(Settings.from_env())
+    client.call(1, 2)                      # 3
+    client.call_many([(1, 2), (3, 4)])     # [3, 7], sent at once
+
+Replies come through direct reply-to (`amq.rabbitmq.reply-to`) by default,
+or an exclusive server-named queue with `exclusive_queue=True`. Every call has
+a timeout; the request carries the same expiration, so a server never works
+on a request whose caller has given up. One client per thread.
+
+CLI: `python -m rpc_server.client 1 2` prints 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+
+import pika
+import pika.exceptions as pex
+from pika.adapters.blocking_connection import BlockingChannel
+
+from rpc_server.protocol import Form, RpcError, decode_reply, encode_request
+from warren.amqp import connect_blocking, translate
+from warren.errors import ExitCode, SettingsError, WarrenError
+from warren.settings import Settings
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+class RpcTimeout(WarrenError):
+    """No reply came within the call's timeout."""
+
+
+class RpcClient:
+    def __init__(self, settings: Settings, *, exclusive_queue: bool = False,
+                 timeout_s: float = 5.0, form: Form = "json") -> None:
+        self.settings = settings
+        self.timeout_s = timeout_s
+        self.form = form
+        self._connection = connect_blocking(settings, "rpc_client")
+        self._channel: BlockingChannel = self._connection.channel()
+        self._reply_to = self._reply_queue(exclusive_queue)
+        self._replies: dict[str, bytes] = {}
+        self._returned: dict[str, str] = {}
+        self._waiting: set[str] = set()
+        # Direct reply-to requires auto-ack consumption on the publishing channel.
+        self._channel.basic_consume(self._reply_to, self._on_reply, auto_ack=True)
+        self._channel.add_on_return_callback(self._on_return)
+
+    def _reply_queue(self, exclusive: bool) -> str:
+        if not exclusive:
+            return DIRECT_REPLY_TO
+        return self._channel.queue_declare("", exclusive=True).method.queue
+
+    def send(self, a: int, b: int) -> str:
+        """Publish one request; returns its correlation id for `result`."""
+        correlation_id = uuid.uuid4().hex
+        body, content_type = encode_request(a, b, self.form)
+        props = pika.BasicProperties(
+            reply_to=self._reply_to, correlation_id=correlation_id, content_type=content_type,
+            expiration=str(max(1, int(self.timeout_s * 1000))),
+        )
+        try:
+            self._channel.basic_publish("", self.settings.rpc_queue, body, props, mandatory=True)
+        except pex.AMQPError as exc:
+            raise translate(exc) from None
+        self._waiting.add(correlation_id)
+        return correlation_id
+
+    def result(self, correlation_id: str, timeout_s: float | None = None) -> int:
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        try:
+            while correlation_id not in self._replies and correlation_id not in self._returned:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RpcTimeout(f"no reply from {self.settings.rpc_queue!r} within "
+                                     f"{self.timeout_s if timeout_s is None else timeout_s}s")
+                self._connection.process_data_events(time_limit=min(remaining, 0.25))
+        except pex.AMQPError as exc:
+            raise translate(exc) from None
+        finally:
+            self._waiting.discard(correlation_id)
+        if correlation_id in self._returned:
+            raise RpcError(self._returned.pop(correlation_id))
+        return decode_reply(self._replies.pop(correlation_id))
+
+    def call(self, a: int, b: int, timeout_s: float | None = None) -> int:
+        return self.result(self.send(a, b), timeout_s)
+
+    def call_many(self, pairs: Iterable[tuple[int, int]],
+                  timeout_s: float | None = None) -> list[int]:
+        """Send every request at once, then collect the replies in order."""
+        ids = [self.send(a, b) for a, b in pairs]
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        return [self.result(cid, max(0.0, deadline - time.monotonic())) for cid in ids]
+
+    def _on_reply(self, _ch: object, _method: object, props: pika.BasicProperties,
+                  body: bytes) -> None:
+        if props.correlation_id in self._waiting:
+            self._replies[props.correlation_id] = body
+        # Anything else is a late reply to a call that already timed out: dropped.
+
+    def _on_return(self, _ch: object, method: pika.spec.Basic.Return,
+                   props: pika.BasicProperties, _body: bytes) -> None:
+        if props.correlation_id in self._waiting:
+            self._returned[props.correlation_id] = (
+                f"request unroutable ({method.reply_text}): is an RPC server running on "
+                f"{self.settings.rpc_queue!r}?")
+
+    def close(self) -> None:
+        if self._connection.is_open:
+            self._connection.close()
+
+    def __enter__(self) -> RpcClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rpc_server.client",
+                                     description="Add two integers on the RPC server.")
+    parser.add_argument("a", type=int)
+    parser.add_argument("b", type=int)
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    parser.add_argument("--text", action="store_true", help="use the seed's text form 'a.b'")
+    parser.add_argument("--exclusive", action="store_true",
+                        help="reply through an exclusive queue instead of direct reply-to")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        with RpcClient(settings, exclusive_queue=args.exclusive, timeout_s=args.timeout,
+                       form="text" if args.text else "json") as client:
+            print(client.call(args.a, args.b))
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    except (WarrenError, pex.AMQPError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
