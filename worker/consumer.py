@@ -35,7 +35,7 @@ from warren.messages import (
 from warren.settings import Settings
 from warren.topology import declare_events_exchange, declare_task_queues
 from worker import metrics
-from worker.tasks import TaskRegistry
+from worker.tasks import TaskRegistry, set_current_task_id
 
 log = structlog.get_logger("worker")
 
@@ -159,6 +159,7 @@ class Worker:
         while (delivery := self._jobs.get()) is not None:
             if not delivery.channel.is_open:
                 continue  # its connection is gone; the broker has requeued it
+            set_current_task_id(delivery.task_id)
             with structlog.contextvars.bound_contextvars(task_id=delivery.task_id):
                 outcome = self._execute(delivery)
             self._hand_back(delivery, outcome)

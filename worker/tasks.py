@@ -20,6 +20,7 @@ import hashlib
 import inspect
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,18 @@ from warren.errors import MalformedMessage
 from warren.messages import DOTS_TASK, Task
 
 TaskFn = Callable[..., object]
+
+
+_current_task_id: ContextVar[str] = ContextVar("warren_task_id", default="")
+
+
+def current_task_id() -> str:
+    """The running task's message_id: a key for idempotent side effects."""
+    return _current_task_id.get()
+
+
+def set_current_task_id(task_id: str) -> None:
+    _current_task_id.set(task_id)
 
 
 class BadArguments(MalformedMessage):

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.broker import TestBroker
+from tests.support.services import ServiceFactory
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBroker]:
+    handle = TestBroker.start(tmp_path_factory.mktemp("rabbitmq"))
+    yield handle
+    if handle.node is not None:
+        handle.node.stop()
+
+
+@pytest.fixture
+def amqp_url(broker: TestBroker) -> Iterator[str]:
+    """An AMQP URL on a vhost of this test's own, so tests never see each other's queues."""
+    url = broker.fresh_vhost()
+    yield url
+    broker.drop_vhost(url)
+
+
+@pytest.fixture
+def services(tmp_path: Path, amqp_url: str) -> Iterator[ServiceFactory]:
+    factory = ServiceFactory(tmp_path, {
+        "AMQP_URL": amqp_url, "DOT_SECONDS": "0.01", "RETRY_DELAY_MS": "100",
+        "SHUTDOWN_GRACE_S": "10", "TASK_MODULES": "tests.support.record_tasks",
+    })
+    yield factory
+    factory.stop_all()

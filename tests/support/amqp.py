@@ -1,0 +1,106 @@
+"""Small AMQP helpers for tests: publish, count, read parked messages, watch events."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pika
+
+from warren.messages import encode_task, task_properties
+
+
+def connect(url: str) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.URLParameters(url))
+
+
+def publish_tasks(url: str, tasks: list[tuple[str, dict[str, Any]]],
+                  queue: str = "task_queue") -> list[str]:
+    """Publish with confirms; returns the message ids in order."""
+    conn = connect(url)
+    try:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        channel.queue_declare(queue, durable=True)
+        ids = []
+        for task_type, args in tasks:
+            props = task_properties()
+            channel.basic_publish("", queue, encode_task(task_type, args), props)
+            ids.append(props.message_id)
+        return ids
+    finally:
+        conn.close()
+
+
+def publish_raw(url: str, body: bytes, queue: str = "task_queue", **props: Any) -> None:
+    conn = connect(url)
+    try:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        channel.queue_declare(queue, durable=True)
+        channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2, **props))
+    finally:
+        conn.close()
+
+
+def ready_count(url: str, queue: str) -> int:
+    conn = connect(url)
+    try:
+        return conn.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        conn.close()
+
+
+def wait_for_count(url: str, queue: str, expected: int, timeout_s: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    count = -1
+    while time.monotonic() < deadline:
+        count = ready_count(url, queue)
+        if count == expected:
+            return count
+        time.sleep(0.2)
+    return count
+
+
+def drain(url: str, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
+    """Take every ready message off a queue (acked)."""
+    conn = connect(url)
+    out = []
+    try:
+        channel = conn.channel()
+        while True:
+            method, props, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return out
+            out.append((props, body))
+    finally:
+        conn.close()
+
+
+class EventWatcher:
+    """Binds an exclusive queue to the workers' fanout events exchange."""
+
+    def __init__(self, url: str, exchange: str = "warren.events") -> None:
+        self.conn = connect(url)
+        self.channel = self.conn.channel()
+        self.channel.exchange_declare(exchange, exchange_type="fanout", durable=True)
+        self.queue = self.channel.queue_declare("", exclusive=True).method.queue
+        self.channel.queue_bind(self.queue, exchange)
+        self.events: list[dict[str, Any]] = []
+
+    def collect(self, count: int, timeout_s: float, event: str = "done") -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        for method, _props, body in self.channel.consume(self.queue, auto_ack=True,
+                                                          inactivity_timeout=0.2):
+            if method is not None:
+                self.events.append({**json.loads(body), "received_at": time.monotonic()})
+            matching = [e for e in self.events if e["event"] == event]
+            if len(matching) >= count or time.monotonic() > deadline:
+                self.channel.cancel()
+                return matching
+        return []
+
+    def close(self) -> None:
+        if self.conn.is_open:
+            self.conn.close()
