@@ -5,20 +5,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.broker import TestBroker
+from tests.support.broker import BrokerUnderTest
 from tests.support.services import ServiceFactory
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBroker]:
-    handle = TestBroker.start(tmp_path_factory.mktemp("rabbitmq"))
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerUnderTest]:
+    handle = BrokerUnderTest.start(tmp_path_factory.mktemp("rabbitmq"))
     yield handle
     if handle.node is not None:
         handle.node.stop()
 
 
 @pytest.fixture
-def amqp_url(broker: TestBroker) -> Iterator[str]:
+def amqp_url(broker: BrokerUnderTest) -> Iterator[str]:
     """An AMQP URL on a vhost of this test's own, so tests never see each other's queues."""
     url = broker.fresh_vhost()
     yield url

@@ -19,12 +19,12 @@ TEST_QUEUES = ("task_queue", "task_queue.retry", "task_queue.dead", "rpc_queue")
 
 
 @dataclass
-class TestBroker:
+class BrokerUnderTest:
     url: str
     node: LocalBroker | None = None
 
     @classmethod
-    def start(cls, base_dir: Path) -> TestBroker:
+    def start(cls, base_dir: Path) -> BrokerUnderTest:
         external = os.environ.get("AMQP_URL")
         if external:
             return cls(external)
