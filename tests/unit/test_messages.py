@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from warren.errors import MalformedMessage
+from warren.messages import Task, attempts_of, decode_task, encode_task, task_properties
+
+
+def test_json_task_round_trips() -> None:
+    body = encode_task("sleep", {"seconds": 0.5})
+    assert decode_task(body, "application/json", max_bytes=1000) == Task("sleep", {"seconds": 0.5})
+
+
+def test_tutorial_text_is_one_unit_of_work_per_dot() -> None:
+    assert decode_task(b"Hello World...", None, max_bytes=1000) == Task("dots", {"count": 3})
+    assert decode_task(b"Hello World!", "text/plain", max_bytes=1000) == Task("dots", {"count": 0})
+
+
+def test_json_without_content_type_is_recognised() -> None:
+    assert decode_task(b' {"type": "noop"}', None, max_bytes=100) == Task("noop", {})
+
+
+def test_properties_are_persistent_with_id_and_timestamp() -> None:
+    props = task_properties()
+    assert props.delivery_mode == 2
+    assert props.message_id and props.timestamp
+    assert props.content_type == "application/json"
+
+
+@pytest.mark.parametrize("value", [None, -1, "2", 1.5])
+def test_attempts_header_must_be_a_non_negative_int(value: object) -> None:
+    props = task_properties(headers={"x-warren-attempts": value})
+    assert attempts_of(props) == 0
+
+
+@given(st.binary(max_size=300), st.sampled_from([None, "application/json", "text/plain"]))
+def test_decoder_never_fails_with_anything_but_malformed(body: bytes, ctype: str | None) -> None:
+    try:
+        task = decode_task(body, ctype, max_bytes=200)
+    except MalformedMessage as exc:
+        assert str(exc)
+    else:
+        assert isinstance(task.type, str) and task.type
+        assert isinstance(task.args, dict)
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+                    max_leaves=10))
+def test_a_json_document_is_a_task_exactly_when_it_fits_the_contract(doc: object) -> None:
+    fits = (isinstance(doc, dict) and isinstance(doc.get("type"), str) and bool(doc["type"])
+            and isinstance(doc.get("args", {}), dict))
+    try:
+        task = decode_task(json.dumps(doc).encode(), "application/json", max_bytes=10_000)
+    except MalformedMessage:
+        assert not fits
+    else:
+        assert fits and isinstance(doc, dict)
+        assert task == Task(doc["type"], doc.get("args", {}))

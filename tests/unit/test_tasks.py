@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from warren.errors import MalformedMessage
+from warren.messages import Task
+from worker.tasks import BadArguments, TaskRegistry, registry
+
+
+def test_builtin_tasks_are_registered() -> None:
+    assert {"sleep", "cpu", "fail", "noop", "dots"} <= set(registry.names())
+
+
+def test_decorator_registers_a_user_task_and_checks_types() -> None:
+    reg = TaskRegistry()
+    seen = []
+
+    @reg.task("resize")
+    def resize(url: str, width: int = 640) -> None:
+        seen.append((url, width))
+
+    reg.resolve(Task("resize", {"url": "u", "width": 10}))()
+    assert seen == [("u", 10)]
+    with pytest.raises(BadArguments, match="width must be int, got str"):
+        reg.resolve(Task("resize", {"url": "u", "width": "10"}))
+    with pytest.raises(BadArguments, match="width must be int, got bool"):
+        reg.resolve(Task("resize", {"url": "u", "width": True}))
+    with pytest.raises(MalformedMessage, match="unknown task type 'crop'"):
+        reg.resolve(Task("crop", {}))
+
+
+def test_float_parameters_accept_ints() -> None:
+    registry.resolve(Task("sleep", {"seconds": 0}))()
+
+
+def test_cpu_task_is_deterministic() -> None:
+    assert registry.resolve(Task("cpu", {"rounds": 3}))() == registry.resolve(
+        Task("cpu", {"rounds": 3}))()
+
+
+def test_fail_task_raises_a_retryable_error() -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        registry.resolve(Task("fail", {"message": "boom"}))()
