@@ -1,0 +1,17 @@
+# Thin wrappers over scripts/: every target works the same without make.
+.PHONY: local up test lint bench
+
+local:  ## a whole cluster on this machine (private RabbitMQ, 4 workers, producer, live view)
+	scripts/local.sh $(ARGS)
+
+up:     ## docker compose up --build --scale worker=4
+	scripts/compose-up.sh $(ARGS)
+
+test:   ## ruff, then every test suite against a real broker
+	scripts/test.sh $(ARGS)
+
+lint:
+	scripts/bootstrap.sh && .venv/bin/ruff check .
+
+bench:  ## benchmarks: tables, JSON and plots in bench/results/
+	scripts/bootstrap.sh && .venv/bin/python -m bench $(ARGS)
