@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
+from warren.bindings import Binding, parse_bindings
 from warren.errors import SettingsError
 
 T = TypeVar("T")
@@ -43,7 +44,7 @@ class Settings:
     max_body_bytes: int = 1_048_576
     worker_id: str = ""
     events_exchange: str = "warren.events"
-    bindings: str = ""
+    bindings: tuple[Binding, ...] = ()
     task_modules: tuple[str, ...] = ()
 
     @property
@@ -182,7 +183,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "MAX_BODY_BYTES": ("max_body_bytes", _int_in(1, 128 * 1024 * 1024)),
     "WORKER_ID": ("worker_id", _text),
     "EVENTS_EXCHANGE": ("events_exchange", _text),
-    "BINDINGS": ("bindings", _text),
+    "BINDINGS": ("bindings", parse_bindings),
     "TASK_MODULES": ("task_modules", _module_list),
 }
 

@@ -12,9 +12,8 @@ from typing import Any
 
 from pika.adapters.blocking_connection import BlockingChannel
 
+from warren.bindings import EXCHANGE_TYPES, Binding
 from warren.settings import Settings
-
-EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
 
 
 def task_queue_arguments(settings: Settings) -> dict[str, Any]:
@@ -72,3 +71,10 @@ def declare_rpc_queue(channel: BlockingChannel, settings: Settings) -> None:
                               arguments={"x-queue-type": "quorum"})
     else:
         channel.queue_declare(settings.rpc_queue)
+
+
+def apply_bindings(channel: BlockingChannel, queue: str, bindings: tuple[Binding, ...]) -> None:
+    for binding in bindings:
+        declare_exchange(channel, binding.exchange, binding.kind)
+        channel.queue_bind(queue, binding.exchange, routing_key=binding.routing_key,
+                           arguments=binding.arguments or None)

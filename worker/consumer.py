@@ -33,7 +33,7 @@ from warren.messages import (
     decode_task,
 )
 from warren.settings import Settings
-from warren.topology import declare_events_exchange, declare_task_queues
+from warren.topology import apply_bindings, declare_events_exchange, declare_task_queues
 from worker import metrics
 from worker.tasks import TaskRegistry, set_current_task_id
 
@@ -94,6 +94,7 @@ class Worker:
         channel = conn.channel()
         declare_task_queues(channel, self.settings)
         declare_events_exchange(channel, self.settings)
+        apply_bindings(channel, self.settings.task_queue, self.settings.bindings)
         channel.basic_qos(prefetch_count=self.settings.prefetch)
         self._side = conn.channel()
         self._side.confirm_delivery()  # a retry or parked copy must be safe before the ack
