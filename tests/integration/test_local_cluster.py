@@ -25,7 +25,7 @@ def test_local_cluster_runs_shows_every_worker_and_stops_cleanly(tmp_path: Path)
         assert f"{name} exited 0" in out
     assert "producer exited 0" in out
     assert "fairness (Jain's index" in out
-    last_view = out.rsplit("warren local cluster", 1)[1]
+    last_view = out.rsplit("warren local cluster", 1)[1].split("stopping:", 1)[0]
     done = [int(line.split()[1]) for line in last_view.splitlines()
             if line.startswith("worker-")]
     assert len(done) == 3 and min(done) > 0, last_view
