@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,25 +43,11 @@ class BrokerUnderTest:
         if self.node is None:
             self._delete_queues(self.url)
             return self.url
-        name = f"t-{uuid.uuid4().hex[:10]}"
-        self._api("PUT", f"/api/vhosts/{name}", {})
-        self._api("PUT", f"/api/permissions/{name}/{self.node.user}",
-                  {"configure": ".*", "write": ".*", "read": ".*"})
-        return self.url.rsplit("/", 1)[0] + f"/{name}"
+        return self.node.add_vhost(f"t-{uuid.uuid4().hex[:10]}")
 
     def drop_vhost(self, url: str) -> None:
         if self.node is not None and url != self.url:
-            self._api("DELETE", f"/api/vhosts/{url.rsplit('/', 1)[1]}", None)
-
-    def _api(self, method: str, path: str, body: dict | None) -> None:
-        assert self.node is not None
-        auth = base64.b64encode(f"{self.node.user}:{self.node.password}".encode()).decode()
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.node.management_url + path, data=data, method=method,
-                                     headers={"Authorization": f"Basic {auth}",
-                                              "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30):
-            pass
+            self.node.delete_vhost(url.rsplit("/", 1)[1])
 
     @staticmethod
     def _delete_queues(url: str) -> None:
