@@ -36,6 +36,6 @@ def test_headers_match_all_by_default() -> None:
     ("docs:headers:x-match=some,a=b", "x-match must be all or any"),
 ])
 def test_bad_bindings_stop_the_service_naming_the_variable(raw: str, says: str) -> None:
-    with pytest.raises(SettingsError, match="^BINDINGS: ") as err:
+    with pytest.raises(SettingsError, match=r"^BINDINGS: ") as err:
         Settings.from_env({"BINDINGS": raw})
     assert says in str(err.value)

@@ -1,0 +1,96 @@
+"""Watch the workers' lifecycle events (fanout exchange `warren.events`) from the host."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import pika
+
+EVENTS_EXCHANGE = "warren.events"
+
+
+@dataclass(frozen=True)
+class Event:
+    event: str
+    task_id: str
+    worker: str
+    duration_s: float
+    raw: dict[str, Any]
+
+
+class EventTap:
+    """An exclusive queue bound to the events exchange, through the published AMQP port.
+
+    Bind it before publishing: a fanout exchange keeps nothing for late subscribers.
+    """
+
+    def __init__(self, amqp_url: str) -> None:
+        params = pika.URLParameters(amqp_url)
+        params.heartbeat = 0  # the test blocks in subprocesses between reads
+        self._connection = pika.BlockingConnection(params)
+        self._channel = self._connection.channel()
+        # Same declaration as the workers' (durable fanout): idempotent.
+        self._channel.exchange_declare(EVENTS_EXCHANGE, exchange_type="fanout", durable=True)
+        self._queue = self._channel.queue_declare("", exclusive=True).method.queue
+        self._channel.queue_bind(self._queue, EVENTS_EXCHANGE)
+        self.events: list[Event] = []
+
+    def collect(self, done: Callable[[list[Event]], bool], timeout: float) -> list[Event]:
+        """Read events until `done(self.events)` or the timeout; returns all read so far."""
+        deadline = time.monotonic() + timeout
+        while not done(self.events):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for _method, _props, body in self._channel.consume(
+                    self._queue, auto_ack=True, inactivity_timeout=min(remaining, 0.5)):
+                if body is None:
+                    break
+                self.events.append(_parse(body))
+                if done(self.events):
+                    break
+            self._channel.cancel()
+        return self.events
+
+    def settle(self, quiet_s: float = 1.5, timeout: float = 15.0) -> list[Event]:
+        """Read until no event has come for `quiet_s`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            before = len(self.events)
+            self.collect(lambda _events: False, quiet_s)
+            if len(self.events) == before:
+                break
+        return self.events
+
+    def close(self) -> None:
+        if self._connection.is_open:
+            self._connection.close()
+
+    def __enter__(self) -> EventTap:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _parse(body: bytes) -> Event:
+    raw = json.loads(body)
+    return Event(event=str(raw.get("event")), task_id=str(raw.get("task_id")),
+                 worker=str(raw.get("worker")), duration_s=float(raw.get("duration_s") or 0.0),
+                 raw=raw)
+
+
+def count_done(events: list[Event]) -> int:
+    return sum(1 for e in events if e.event == "done")
+
+
+def duplicates(events: list[Event]) -> dict[str, int]:
+    counts = Counter(e.task_id for e in events if e.event == "done")
+    return {task_id: n for task_id, n in counts.items() if n > 1}
