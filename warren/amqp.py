@@ -42,7 +42,19 @@ def translate(exc: BaseException) -> BrokerError:
         return AuthenticationFailed(f"broker refused access: {exc.reply_text}")
     if isinstance(exc, pex.ChannelClosedByBroker):
         return BrokerError(f"channel closed by broker: {exc.reply_code} {exc.reply_text}")
-    return ConnectionLost(f"{type(exc).__name__}: {exc}")
+    return ConnectionLost(f"{type(exc).__name__}: {_reason(exc)}")
+
+
+def _reason(exc: BaseException) -> str:
+    """pika often wraps the real cause (a refused socket, a reset) several levels deep."""
+    cause: object = exc
+    while isinstance(cause, BaseException) and cause.args and not str(cause).strip(" :"):
+        cause = cause.args[0]
+    failures = getattr(cause, "exceptions", None)
+    if failures:
+        cause = failures[-1]
+    inner = getattr(cause, "exception", None)  # AMQPConnectorSocketConnectError and kin
+    return repr(inner) if inner is not None else str(cause)
 
 
 RECOVERABLE = (pex.AMQPError, OSError)

@@ -1,35 +1,57 @@
-"""structlog set-up: JSON in containers, readable on a terminal; pika's noise at WARNING."""
+"""structlog set-up: JSON in containers, readable on a terminal; pika's noise at WARNING.
+
+pika logs through the standard library; its records go through the same
+renderer, so a container's log stays one JSON object per line even when pika
+prints a traceback.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 from warren.settings import Settings
 
+_SHARED = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
 
-def configure_logging(settings: Settings, stream=None) -> None:
+
+def _renderer(fmt: str, stream: TextIO) -> structlog.typing.Processor:
+    if fmt == "console":
+        return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    return structlog.processors.JSONRenderer()
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
     level = getattr(logging, settings.log_level)
     fmt = settings.log_format
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
-    renderer = (structlog.dev.ConsoleRenderer(colors=stream.isatty()) if fmt == "console"
-                else structlog.processors.JSONRenderer())
+    exc = [structlog.processors.format_exc_info] if fmt == "json" else []
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*_SHARED, *exc, _renderer(fmt, stream)],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(stream=stream, level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *exc,
+                    _renderer(fmt, stream)],
+    ))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
     logging.getLogger("pika").setLevel(max(level, logging.WARNING))
+    # Every failed connect makes pika log half a dozen ERROR lines and a traceback; warren's
+    # own broker_connection_lost event says the same once, with the reason.
+    for name in ("pika.adapters.utils", "pika.adapters.blocking_connection"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
