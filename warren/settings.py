@@ -31,7 +31,9 @@ class Settings:
     amqp_urls: tuple[str, ...] = field(default=(DEFAULT_AMQP_URL,), repr=False)
     task_queue: str = "task_queue"
     rpc_queue: str = "rpc_queue"
-    prefetch: int = 1  # 0 = unlimited (the broker's round-robin), used to show the imbalance
+    # 0 = unlimited (the broker's round-robin); "auto" sizes it from the observed task time.
+    prefetch: int | Literal["auto"] = 1
+    prefetch_max: int = 64
     rpc_prefetch: int = 100  # additions are instant: a deeper window only saves round trips
     queue_type: QueueType = "classic"
     max_attempts: int = 3
@@ -130,6 +132,12 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _prefetch(raw: str) -> int | Literal["auto"]:
+    if raw.lower() == "auto":
+        return "auto"
+    return _int_in(0, 65535)(raw)
+
+
 def _positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0 or value == float("inf"):
@@ -170,7 +178,8 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "AMQP_URL": ("amqp_urls", parse_amqp_urls),
     "TASK_QUEUE": ("task_queue", _queue_name),
     "RPC_QUEUE": ("rpc_queue", _queue_name),
-    "PREFETCH": ("prefetch", _int_in(0, 65535)),
+    "PREFETCH": ("prefetch", _prefetch),
+    "PREFETCH_MAX": ("prefetch_max", _int_in(1, 65535)),
     "RPC_PREFETCH": ("rpc_prefetch", _int_in(1, 65535)),
     "QUEUE_TYPE": ("queue_type", _one_of("classic", "quorum")),
     "MAX_ATTEMPTS": ("max_attempts", _int_in(1, 1000)),

@@ -1,20 +1,15 @@
 """The consumer: pika's I/O on the main thread, tasks on a runner thread, acks handed back.
 
 BlockingConnection is not thread-safe, so the runner never touches the channel:
-it hands each result back with `connection.add_callback_threadsafe`, and the
-I/O loop keeps servicing heartbeats however long a task runs.
+results come back through `connection.add_callback_threadsafe` (see runner.py)
+and the I/O loop keeps servicing heartbeats however long a task runs.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import queue
 import threading
 import time
-from dataclasses import dataclass
 from functools import partial
-from typing import Literal
 
 import pika
 import pika.exceptions as pex
@@ -22,45 +17,18 @@ import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from warren.consuming import ConsumerHooks, Consuming, run_consumer
-from warren.errors import ConnectionLost, ExitCode, MalformedMessage
+from warren.errors import ConnectionLost, ExitCode
 from warren.health import Health
-from warren.messages import (
-    ATTEMPTS_HEADER,
-    ERROR_HEADER,
-    REASON_HEADER,
-    WORKER_HEADER,
-    attempts_of,
-    decode_task,
-)
+from warren.messages import attempts_of
 from warren.settings import Settings
 from warren.topology import apply_bindings, declare_events_exchange, declare_task_queues
 from worker import metrics
-from worker.tasks import TaskRegistry, set_current_task_id
+from worker.prefetch import MIN_CHANGE_INTERVAL_S, AdaptivePrefetch
+from worker.runner import Delivery, Finished, Outcome, Runner
+from worker.side import SidePublisher
+from worker.tasks import TaskRegistry
 
 log = structlog.get_logger("worker")
-
-Kind = Literal["done", "failed", "malformed"]
-
-
-@dataclass(frozen=True)
-class Delivery:
-    connection: BlockingConnection
-    channel: BlockingChannel
-    tag: int
-    properties: pika.BasicProperties
-    body: bytes
-
-    @property
-    def task_id(self) -> str:
-        return self.properties.message_id or f"tag-{self.tag}"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    kind: Kind
-    task_type: str = ""
-    error: str = ""
-    duration_s: float = 0.0
 
 
 class Worker:
@@ -69,24 +37,29 @@ class Worker:
         self.settings = settings
         self.health = health
         self.stop = stop
-        self.registry = registry
-        self._jobs: queue.Queue[Delivery | None] = queue.Queue()
+        self.runner = Runner(registry, settings.max_body_bytes, self._settle)
+        self.adaptive = (AdaptivePrefetch(settings.prefetch_max)
+                         if settings.prefetch == "auto" else None)
         self._unsettled: set[int] = set()
-        self._side: BlockingChannel | None = None
-        self._events: BlockingChannel | None = None
+        self._side: SidePublisher | None = None
+        self._channel: BlockingChannel | None = None
+        self._consumer_tag = ""
         self._cancelled_by_broker = False
+        self._prefetch_changed_at = 0.0
+
+    @property
+    def prefetch(self) -> int:
+        return self.adaptive.current if self.adaptive else int(self.settings.prefetch)
 
     # -- the restart loop -------------------------------------------------
     def run(self) -> ExitCode:
-        runner = threading.Thread(target=self._run_tasks, name="task-runner", daemon=True)
-        runner.start()
-        metrics.PREFETCH.set(self.settings.prefetch)
-        hooks = ConsumerHooks(start=self._start, drain=self._drain, tick=self._check_cancelled,
+        self.runner.start()
+        hooks = ConsumerHooks(start=self._start, drain=self._drain, tick=self._tick,
                               session_ended=self._end_session)
         try:
             run_consumer(self.settings, "worker", self.health, self.stop, hooks)
         finally:
-            self._jobs.put(None)
+            self.runner.stop()
         log.info("worker_stopped")
         return ExitCode.OK
 
@@ -95,23 +68,29 @@ class Worker:
         declare_task_queues(channel, self.settings)
         declare_events_exchange(channel, self.settings)
         apply_bindings(channel, self.settings.task_queue, self.settings.bindings)
-        channel.basic_qos(prefetch_count=self.settings.prefetch)
-        self._side = conn.channel()
-        self._side.confirm_delivery()  # a retry or parked copy must be safe before the ack
-        self._events = conn.channel()
+        self._side = SidePublisher(conn, self.settings)
+        self._channel = channel
         self._cancelled_by_broker = False
+        self.runner.take_finished()  # results of a lost connection: the broker redelivers
         channel.add_on_cancel_callback(self._on_broker_cancel)
-        tag = channel.basic_consume(self.settings.task_queue, partial(self._on_message, conn))
+        self._consume(conn, channel, self.prefetch)
         metrics.CONNECTED.set(1)
         log.info("consuming", queue=self.settings.task_queue, prefetch=self.settings.prefetch)
-        return Consuming(channel, tag)
+        return Consuming(channel, self._consumer_tag)
+
+    def _consume(self, conn: BlockingConnection, channel: BlockingChannel, prefetch: int) -> None:
+        channel.basic_qos(prefetch_count=prefetch)
+        self._consumer_tag = channel.basic_consume(self.settings.task_queue,
+                                                   partial(self._on_message, conn))
+        metrics.PREFETCH.set(prefetch)
 
     def _end_session(self) -> None:
         metrics.CONNECTED.set(0)
         metrics.IN_FLIGHT.dec(len(self._unsettled))
         self._unsettled.clear()  # the broker requeues whatever the lost connection held
+        self._channel = None
 
-    def _check_cancelled(self) -> None:
+    def _tick(self) -> None:
         if self._cancelled_by_broker:
             raise ConnectionLost("the broker cancelled our consumer (queue deleted?)")
 
@@ -126,12 +105,14 @@ class Worker:
         if method.redelivered:
             metrics.REDELIVERIES.inc()
         self._unsettled.add(method.delivery_tag)
-        self._jobs.put(Delivery(conn, channel, method.delivery_tag, properties, body))
+        self.runner.jobs.put(Delivery(conn, channel, method.delivery_tag, properties, body))
 
     def _drain(self, conn: BlockingConnection, consuming: Consuming) -> None:
         """Stop taking work, hand back what has not started, finish what is in hand."""
-        consuming.channel.basic_cancel(consuming.consumer_tag)
-        self._requeue_not_started(consuming.channel)
+        consuming.channel.basic_cancel(self._consumer_tag)
+        for delivery in self.runner.take_not_started():
+            consuming.channel.basic_nack(delivery.tag, requeue=True)
+            self._forget([delivery.tag])
         deadline = time.monotonic() + self.settings.shutdown_grace_s
         while self._unsettled and time.monotonic() < deadline:
             conn.process_data_events(time_limit=0.1)
@@ -139,124 +120,84 @@ class Worker:
             log.warning("shutdown_grace_exceeded", unsettled=len(self._unsettled),
                         grace_s=self.settings.shutdown_grace_s)
 
-    def _requeue_not_started(self, channel: BlockingChannel) -> None:
-        while True:
-            try:
-                delivery = self._jobs.get_nowait()
-            except queue.Empty:
-                return
-            if delivery is None:
-                continue
-            channel.basic_nack(delivery.tag, requeue=True)
-            self._forget(delivery.tag)
-
-    def _forget(self, tag: int) -> None:
-        if tag in self._unsettled:
-            self._unsettled.discard(tag)
-            metrics.IN_FLIGHT.dec()
-
-    # -- the runner thread ----------------------------------------------------
-    def _run_tasks(self) -> None:
-        while (delivery := self._jobs.get()) is not None:
-            if not delivery.channel.is_open:
-                continue  # its connection is gone; the broker has requeued it
-            set_current_task_id(delivery.task_id)
-            with structlog.contextvars.bound_contextvars(task_id=delivery.task_id):
-                outcome = self._execute(delivery)
-            self._hand_back(delivery, outcome)
-
-    def _execute(self, delivery: Delivery) -> Outcome:
-        try:
-            task = decode_task(delivery.body, delivery.properties.content_type,
-                               max_bytes=self.settings.max_body_bytes)
-        except MalformedMessage as exc:
-            return Outcome("malformed", error=str(exc))
-        started = time.perf_counter()
-        kind: Kind = "done"
-        error = ""
-        try:
-            self.registry.resolve(task)()
-        except MalformedMessage as exc:
-            kind, error = "malformed", str(exc)
-        except Exception as exc:
-            kind, error = "failed", f"{type(exc).__name__}: {exc}"
-        duration = time.perf_counter() - started
-        metrics.TASK_DURATION.observe(duration)
-        metrics.BUSY.inc(duration)
-        return Outcome(kind, task.type, error, duration)
-
-    def _hand_back(self, delivery: Delivery, outcome: Outcome) -> None:
-        try:
-            delivery.connection.add_callback_threadsafe(partial(self._settle, delivery, outcome))
-        except (pex.AMQPError, RuntimeError, ValueError, OSError):
-            log.warning("result_dropped", reason="connection closed; the broker redelivers",
-                        task_id=delivery.task_id)
+    def _forget(self, tags: list[int]) -> None:
+        for tag in tags:
+            if tag in self._unsettled:
+                self._unsettled.discard(tag)
+                metrics.IN_FLIGHT.dec()
 
     # -- settling, back on the I/O thread -----------------------------------
-    def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        if delivery.tag not in self._unsettled or not delivery.channel.is_open:
+    def _settle(self, batch: list[Finished]) -> None:
+        channel = self._channel
+        current = [(d, o) for d, o in batch if d.channel is channel and d.tag in self._unsettled]
+        if channel is None or not channel.is_open or not current:
             return
+        acks = [d.tag for d, o in current if self._settle_one(d, o)]
+        self._ack(channel, acks)
+        self._adapt_prefetch(current)
+
+    def _settle_one(self, delivery: Delivery, outcome: Outcome) -> bool:
+        """Publish what the outcome needs; True when the delivery may be acked."""
         bound = log.bind(task_id=delivery.task_id, task_type=outcome.task_type)
+        assert self._side is not None
         try:
-            result = self._settle_outcome(delivery, outcome, bound)
+            result = self._result_of(delivery, outcome, bound)
         except (pex.NackError, pex.UnroutableError) as exc:
             bound.error("side_publish_failed", error=type(exc).__name__)
             delivery.channel.basic_nack(delivery.tag, requeue=True)
-            self._forget(delivery.tag)
-            return
-        delivery.channel.basic_ack(delivery.tag)
-        self._forget(delivery.tag)
+            self._forget([delivery.tag])
+            return False
         metrics.TASKS.labels(result).inc()
-        self._emit_event(result, delivery, outcome)
+        self._side.event(result, delivery, outcome)
+        return True
 
-    def _settle_outcome(self, delivery: Delivery, outcome: Outcome,
-                        bound: structlog.typing.FilteringBoundLogger) -> str:
+    def _result_of(self, delivery: Delivery, outcome: Outcome,
+                   bound: structlog.typing.FilteringBoundLogger) -> str:
+        assert self._side is not None
         if outcome.kind == "done":
-            bound.debug("task_done", duration_s=round(outcome.duration_s, 4))
             return "done"
         if outcome.kind == "malformed":
             bound.warning("task_rejected", reason=outcome.error)
-            self._park(delivery, f"rejected: {outcome.error}", attempts_of(delivery.properties))
+            self._side.park(delivery, f"rejected: {outcome.error}",
+                            attempts_of(delivery.properties))
             return "rejected"
         attempts = attempts_of(delivery.properties) + 1
         if attempts >= self.settings.max_attempts:
             bound.error("task_parked", attempts=attempts, error=outcome.error)
-            self._park(delivery, f"failed {attempts} times: {outcome.error}", attempts)
+            self._side.park(delivery, f"failed {attempts} times: {outcome.error}", attempts)
             return "parked"
         bound.warning("task_retry", attempts=attempts, error=outcome.error,
                       delay_ms=self.settings.retry_delay_ms)
-        self._retry(delivery, outcome.error, attempts)
+        self._side.retry(delivery, outcome.error, attempts)
         return "retried"
 
-    def _copy_properties(self, delivery: Delivery,
-                         headers: dict[str, object]) -> pika.BasicProperties:
-        props = copy.copy(delivery.properties)
-        props.headers = {**(props.headers or {}), **headers,
-                         WORKER_HEADER: self.settings.worker_id}
-        props.delivery_mode = pika.DeliveryMode.Persistent.value
-        props.expiration = None
-        return props
-
-    def _retry(self, delivery: Delivery, error: str, attempts: int) -> None:
-        props = self._copy_properties(delivery, {ATTEMPTS_HEADER: attempts, ERROR_HEADER: error})
-        props.expiration = str(self.settings.retry_delay_ms)
-        self._publish_side(self.settings.retry_queue, delivery.body, props)
-
-    def _park(self, delivery: Delivery, reason: str, attempts: int) -> None:
-        props = self._copy_properties(delivery, {ATTEMPTS_HEADER: attempts, REASON_HEADER: reason})
-        self._publish_side(self.settings.dead_queue, delivery.body, props)
-
-    def _publish_side(self, queue_name: str, body: bytes, props: pika.BasicProperties) -> None:
-        assert self._side is not None
-        self._side.basic_publish("", queue_name, body, props, mandatory=True)
-
-    def _emit_event(self, result: str, delivery: Delivery, outcome: Outcome) -> None:
-        """Best-effort lifecycle event on the fanout events exchange (not confirmed)."""
-        if not self.settings.events_exchange or self._events is None:
+    def _ack(self, channel: BlockingChannel, tags: list[int]) -> None:
+        """One `multiple` ack when the batch is the oldest deliveries held, else one each."""
+        if not tags:
             return
-        event = {"event": result, "task_id": delivery.task_id, "type": outcome.task_type,
-                 "worker": self.settings.worker_id, "duration_s": round(outcome.duration_s, 6),
-                 "error": outcome.error or None}
-        self._events.basic_publish(self.settings.events_exchange, result,
-                                   json.dumps(event).encode(),
-                                   pika.BasicProperties(content_type="application/json"))
+        tags.sort()
+        oldest = sorted(self._unsettled)[: len(tags)]
+        if tags == oldest and len(tags) > 1:
+            channel.basic_ack(tags[-1], multiple=True)
+        else:
+            for tag in tags:
+                channel.basic_ack(tag)
+        self._forget(tags)
+
+    def _adapt_prefetch(self, batch: list[Finished]) -> None:
+        if self.adaptive is None or self._channel is None:
+            return
+        for _, outcome in batch:
+            self.adaptive.observe(outcome.duration_s)
+        new = self.adaptive.change()
+        now = time.monotonic()
+        if new is None or now - self._prefetch_changed_at < MIN_CHANGE_INTERVAL_S:
+            return
+        self._prefetch_changed_at = now
+        # A consumer's prefetch is fixed when it starts: re-consume with the new one.
+        # pika hands back (requeues) deliveries that arrived but were not yet dispatched.
+        conn = batch[0][0].connection
+        self._channel.basic_cancel(self._consumer_tag)
+        self.adaptive.current = new
+        self._consume(conn, self._channel, new)
+        log.info("prefetch_adapted", prefetch=new, task_s=round(self.adaptive.ewma_s or 0, 5))

@@ -121,3 +121,17 @@ def test_task_longer_than_heartbeat_keeps_its_connection(services: ServiceFactor
     assert "broker_connection_lost" not in worker.log()
     assert metric(worker, "warren_worker_redeliveries_total") == 0
     assert ready_count(amqp_url, "task_queue") == 0
+
+
+def test_adaptive_prefetch_grows_for_tiny_tasks_and_stays_at_one_for_long(
+        services: ServiceFactory, amqp_url: str) -> None:
+    worker = services.start("worker", PREFETCH="auto", PREFETCH_MAX="32")
+    assert metric(worker, "warren_worker_prefetch") == 1
+    publish_tasks(amqp_url, [("noop", {})] * 3000)
+    wait_until(lambda: metric(worker, "warren_worker_prefetch") == 32, 20, "prefetch to grow")
+    wait_until(lambda: metric(worker, 'warren_worker_tasks_total{outcome="done"}') >= 3000, 30,
+               "the tiny tasks")
+    publish_tasks(amqp_url, [("sleep", {"seconds": 0.3})] * 8)
+    wait_until(lambda: metric(worker, "warren_worker_prefetch") == 1, 20, "prefetch to shrink")
+    wait_until(lambda: ready_count(amqp_url, "task_queue") == 0, 20, "the queue to drain")
+    assert '"prefetch_adapted"' in worker.log()

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+
+from worker.prefetch import HOLD_S, AdaptivePrefetch
+
+
+def settle(duration_s: float, n: int = 20, max_prefetch: int = 64) -> AdaptivePrefetch:
+    p = AdaptivePrefetch(max_prefetch)
+    for _ in range(n):
+        p.observe(duration_s)
+    return p
+
+
+def test_starts_at_one_until_a_task_was_seen() -> None:
+    assert AdaptivePrefetch(64).target() == 1
+
+
+@pytest.mark.parametrize(("task_s", "expected"), [
+    (0.0001, 64), (0.005, 32), (0.02, 8), (0.1, 2), (0.2, 1), (1.0, 1), (30.0, 1),
+])
+def test_holds_about_hold_s_of_work_as_a_power_of_two(task_s: float, expected: int) -> None:
+    p = settle(task_s)
+    assert p.target() == expected
+    assert p.target() == 1 or p.target() * task_s <= HOLD_S or p.target() == 64
+
+
+def test_the_heavy_light_mix_stays_at_one() -> None:
+    p = AdaptivePrefetch(64)
+    for i in range(40):
+        p.observe(1.0 if i % 2 == 0 else 0.1)
+    assert p.target() == 1
+
+
+def test_change_reports_only_a_different_target() -> None:
+    p = settle(0.001)
+    assert p.change() == 64
+    p.current = 64
+    assert p.change() is None

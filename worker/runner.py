@@ -1,0 +1,136 @@
+"""The runner thread: decode, run, and hand results back to the I/O thread in batches.
+
+One wake-up of the I/O thread per batch, not per task: under load the runner
+finishes tasks faster than the I/O thread can be woken, and the batch becomes
+a single `basic.ack(multiple=True)`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import pika
+import pika.exceptions as pex
+import structlog
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from warren.errors import MalformedMessage
+from warren.messages import decode_task
+from worker import metrics
+from worker.tasks import TaskRegistry, set_current_task_id
+
+log = structlog.get_logger("worker")
+
+Kind = Literal["done", "failed", "malformed"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    connection: BlockingConnection
+    channel: BlockingChannel
+    tag: int
+    properties: pika.BasicProperties
+    body: bytes
+
+    @property
+    def task_id(self) -> str:
+        return self.properties.message_id or f"tag-{self.tag}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: Kind
+    task_type: str = ""
+    error: str = ""
+    duration_s: float = 0.0
+
+
+Finished = tuple[Delivery, Outcome]
+
+
+class Runner:
+    def __init__(self, registry: TaskRegistry, max_body_bytes: int,
+                 settle: Callable[[list[Finished]], None]) -> None:
+        self.registry = registry
+        self.max_body_bytes = max_body_bytes
+        self.settle = settle
+        self.jobs: queue.Queue[Delivery | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._finished: list[Finished] = []
+        self._wake_pending = False
+        self._thread = threading.Thread(target=self._loop, name="task-runner", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.jobs.put(None)
+
+    def take_finished(self) -> list[Finished]:
+        """Called on the I/O thread: everything finished since the last call."""
+        with self._lock:
+            batch, self._finished = self._finished, []
+            self._wake_pending = False
+        return batch
+
+    def take_not_started(self) -> list[Delivery]:
+        out = []
+        while True:
+            try:
+                delivery = self.jobs.get_nowait()
+            except queue.Empty:
+                return out
+            if delivery is None:
+                self.jobs.put(None)
+                return out
+            out.append(delivery)
+
+    def _loop(self) -> None:
+        while (delivery := self.jobs.get()) is not None:
+            if not delivery.channel.is_open:
+                continue  # its connection is gone; the broker has requeued it
+            set_current_task_id(delivery.task_id)
+            with structlog.contextvars.bound_contextvars(task_id=delivery.task_id):
+                outcome = self.execute(delivery)
+            self._hand_back(delivery, outcome)
+
+    def execute(self, delivery: Delivery) -> Outcome:
+        try:
+            task = decode_task(delivery.body, delivery.properties.content_type,
+                               max_bytes=self.max_body_bytes)
+        except MalformedMessage as exc:
+            return Outcome("malformed", error=str(exc))
+        started = time.perf_counter()
+        kind: Kind = "done"
+        error = ""
+        try:
+            self.registry.resolve(task)()
+        except MalformedMessage as exc:
+            kind, error = "malformed", str(exc)
+        except Exception as exc:
+            kind, error = "failed", f"{type(exc).__name__}: {exc}"
+        duration = time.perf_counter() - started
+        metrics.TASK_DURATION.observe(duration)
+        metrics.BUSY.inc(duration)
+        return Outcome(kind, task.type, error, duration)
+
+    def _hand_back(self, delivery: Delivery, outcome: Outcome) -> None:
+        with self._lock:
+            self._finished.append((delivery, outcome))
+            if self._wake_pending:
+                return  # the I/O thread will take this one with the batch it was woken for
+            self._wake_pending = True
+        try:
+            delivery.connection.add_callback_threadsafe(self._settle_batch)
+        except (pex.AMQPError, RuntimeError, ValueError, OSError):
+            dropped = self.take_finished()
+            log.warning("results_dropped", count=len(dropped),
+                        reason="connection closed; the broker redelivers")
+
+    def _settle_batch(self) -> None:
+        self.settle(self.take_finished())
