@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pika
 import pika.exceptions as pex
 import structlog
+from pika.adapters.blocking_connection import BlockingChannel
 
 from warren.backoff import Backoff
 from warren.errors import AuthenticationFailed, BrokerError, ConnectionLost
@@ -66,6 +67,18 @@ def connect_blocking(settings: Settings, name: str) -> pika.BlockingConnection:
         return pika.BlockingConnection(connection_parameters(settings, name))
     except RECOVERABLE as exc:
         raise translate(exc) from None
+
+
+def deferred(channel: BlockingChannel) -> pika.channel.Channel:
+    """The channel's asynchronous core, for acks and fire-and-forget publishes.
+
+    BlockingChannel flushes the socket after every call: one full I/O pass per ack
+    or event, which capped a worker at a few thousand tasks a second. Frames sent
+    through the core queue up and leave on the connection's next I/O pass (the
+    consume loop's process_data_events), so a batch of acks costs one pass. Use
+    it only on the connection's own thread, like the BlockingChannel itself.
+    """
+    return channel._impl
 
 
 def describe_targets(settings: Settings) -> str:

@@ -16,6 +16,7 @@ import pika.exceptions as pex
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from warren.amqp import deferred
 from warren.consuming import ConsumerHooks, Consuming, run_consumer
 from warren.errors import ConnectionLost, ExitCode
 from warren.health import Health
@@ -71,7 +72,7 @@ class Worker:
         self._side = SidePublisher(conn, self.settings)
         self._channel = channel
         self._cancelled_by_broker = False
-        self.runner.take_finished()  # results of a lost connection: the broker redelivers
+        self.runner.reset()  # results of a lost connection: the broker redelivers those
         channel.add_on_cancel_callback(self._on_broker_cancel)
         self._consume(conn, channel, self.prefetch)
         metrics.CONNECTED.set(1)
@@ -105,7 +106,9 @@ class Worker:
         if method.redelivered:
             metrics.REDELIVERIES.inc()
         self._unsettled.add(method.delivery_tag)
-        self.runner.jobs.put(Delivery(conn, channel, method.delivery_tag, properties, body))
+        quick = self.runner.submit(Delivery(conn, channel, method.delivery_tag, properties, body))
+        if quick:
+            self._settle(quick)
 
     def _drain(self, conn: BlockingConnection, consuming: Consuming) -> None:
         """Stop taking work, hand back what has not started, finish what is in hand."""
@@ -138,24 +141,23 @@ class Worker:
 
     def _settle_one(self, delivery: Delivery, outcome: Outcome) -> bool:
         """Publish what the outcome needs; True when the delivery may be acked."""
-        bound = log.bind(task_id=delivery.task_id, task_type=outcome.task_type)
         assert self._side is not None
         try:
-            result = self._result_of(delivery, outcome, bound)
+            result = self._result_of(delivery, outcome)
         except (pex.NackError, pex.UnroutableError) as exc:
-            bound.error("side_publish_failed", error=type(exc).__name__)
+            log.error("side_publish_failed", error=type(exc).__name__, task_id=delivery.task_id)
             delivery.channel.basic_nack(delivery.tag, requeue=True)
             self._forget([delivery.tag])
             return False
-        metrics.TASKS.labels(result).inc()
+        metrics.OUTCOME[result].inc()
         self._side.event(result, delivery, outcome)
         return True
 
-    def _result_of(self, delivery: Delivery, outcome: Outcome,
-                   bound: structlog.typing.FilteringBoundLogger) -> str:
+    def _result_of(self, delivery: Delivery, outcome: Outcome) -> str:
         assert self._side is not None
         if outcome.kind == "done":
             return "done"
+        bound = log.bind(task_id=delivery.task_id, task_type=outcome.task_type)
         if outcome.kind == "malformed":
             bound.warning("task_rejected", reason=outcome.error)
             self._side.park(delivery, f"rejected: {outcome.error}",
@@ -176,12 +178,12 @@ class Worker:
         if not tags:
             return
         tags.sort()
-        oldest = sorted(self._unsettled)[: len(tags)]
-        if tags == oldest and len(tags) > 1:
-            channel.basic_ack(tags[-1], multiple=True)
+        core = deferred(channel)
+        if len(tags) > 1 and tags == sorted(self._unsettled)[: len(tags)]:
+            core.basic_ack(tags[-1], multiple=True)
         else:
             for tag in tags:
-                channel.basic_ack(tag)
+                core.basic_ack(tag)
         self._forget(tags)
 
     def _adapt_prefetch(self, batch: list[Finished]) -> None:

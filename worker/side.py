@@ -13,6 +13,7 @@ import json
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from warren.amqp import deferred
 from warren.messages import ATTEMPTS_HEADER, ERROR_HEADER, REASON_HEADER, WORKER_HEADER
 from warren.settings import Settings
 from worker.runner import Delivery, Outcome
@@ -43,8 +44,8 @@ class SidePublisher:
         body = {"event": result, "task_id": delivery.task_id, "type": outcome.task_type,
                 "worker": self.settings.worker_id, "duration_s": round(outcome.duration_s, 6),
                 "error": outcome.error or None}
-        self._events.basic_publish(self.settings.events_exchange, result,
-                                   json.dumps(body).encode(), EVENT_PROPS)
+        deferred(self._events).basic_publish(self.settings.events_exchange, result,
+                                             json.dumps(body).encode(), EVENT_PROPS)
 
     def _copy(self, delivery: Delivery, headers: dict[str, object]) -> pika.BasicProperties:
         props = copy.copy(delivery.properties)

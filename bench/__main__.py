@@ -1,0 +1,40 @@
+"""`python -m bench [name ...] [--quick]`: run benchmarks on a private RabbitMQ node."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import Bench
+from warren.localbroker import LocalBroker
+
+ALL = ("drain", "publish", "fairness", "scaling", "footprint", "rpc")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("names", nargs="*", choices=[*ALL, []], default=[],
+                        help=f"benchmarks to run (default: all of {', '.join(ALL)})")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="warren-bench-") as tmp:
+        broker = LocalBroker(Path(tmp))
+        broker.start()
+        bench = Bench(broker, quick=args.quick)
+        try:
+            for name in args.names or ALL:
+                started = time.monotonic()
+                outcome = importlib.import_module(f"bench.{name}").run(bench)
+                print(outcome.write())
+                print(f"({name}: {time.monotonic() - started:.0f}s)\n", flush=True)
+        finally:
+            bench.stop_all()
+            broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
