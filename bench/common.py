@@ -194,3 +194,57 @@ def goal(name: str, measured: float, target: float, higher_is_better: bool = Tru
     op = "≥" if higher_is_better else "≤"
     return {"goal": name, "measured": round(measured, 3), "target": f"{op} {target}",
             "met": "yes" if met else "NO"}
+
+
+class Events:
+    """The workers' task events (fanout `warren.events`), on an exclusive queue bound up front."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = connect(url)
+        self.channel = self.conn.channel()
+        self.channel.exchange_declare("warren.events", exchange_type="fanout", durable=True)
+        self.queue = self.channel.queue_declare("", exclusive=True).method.queue
+        self.channel.queue_bind(self.queue, "warren.events")
+
+    def collect(self, count: int, timeout_s: float) -> list[dict[str, Any]]:
+        """`count` done events, each stamped with the wall-clock time it arrived."""
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        for method, _props, body in self.channel.consume(self.queue, auto_ack=True,
+                                                          inactivity_timeout=0.2):
+            if method is not None:
+                event = json.loads(body)
+                if event["event"] == "done":
+                    events.append({**event, "at": time.time()})
+            if len(events) >= count or time.monotonic() > deadline:
+                break
+        self.channel.cancel()
+        self.conn.close()
+        return events
+
+
+def wait_ready(ports: Sequence[int], timeout_s: float = 60.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    pending = list(ports)
+    while pending and time.monotonic() < deadline:
+        port = pending[0]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                pending.pop(0)
+                continue
+        except OSError:
+            time.sleep(0.1)
+    if pending:
+        raise RuntimeError(f"workers on ports {pending} not ready after {timeout_s}s")
+
+
+def start_workers(bench: Bench, url: str, count: int, prefetch: str, **env: str) -> list[int]:
+    """Start `count` warren workers and wait until every one is consuming; returns their ports."""
+    ports = [free_port() for _ in range(count)]
+    for port in ports:
+        bench.spawn(["-m", "worker"], {"AMQP_URL": url, "PREFETCH": prefetch,
+                                       "METRICS_PORT": str(port), **env})
+    wait_ready(ports)
+    return ports

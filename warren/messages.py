@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ def task_properties(
     return pika.BasicProperties(
         content_type=content_type,
         delivery_mode=pika.DeliveryMode.Persistent,
-        message_id=message_id or uuid.uuid4().hex,
+        message_id=message_id or os.urandom(16).hex(),  # 128 random bits, as uuid4
         timestamp=int(time.time()),
         headers=headers,
     )

@@ -202,4 +202,4 @@ class Worker:
         self._channel.basic_cancel(self._consumer_tag)
         self.adaptive.current = new
         self._consume(conn, self._channel, new)
-        log.info("prefetch_adapted", prefetch=new, task_s=round(self.adaptive.ewma_s or 0, 5))
+        log.info("prefetch_adapted", prefetch=new, slowest_s=round(self.adaptive.slowest_s or 0, 5))

@@ -2,17 +2,21 @@
 
 Tiny tasks want many deliveries in hand (no round trip between them); long
 tasks want one (anything held waits while another worker idles). The rule:
-hold about HOLD_S seconds of work beyond the task in hand, as a power of two
-between 1 and PREFETCH_MAX, so the work held is bounded by
-max(HOLD_S, one task) and by PREFETCH_MAX messages.
+hold about HOLD_S seconds of work beyond the task in hand, judged by the
+slowest of the last WINDOW tasks, as a power of two between 1 and
+PREFETCH_MAX. Judging by the slowest keeps a mix of heavy and light tasks at
+prefetch 1 (fair), while a run of tiny tasks opens the window; the work held
+is bounded by HOLD_S (plus the one task running) and by PREFETCH_MAX messages.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 HOLD_S = 0.25
+WINDOW = 16
 MIN_CHANGE_INTERVAL_S = 1.0
 
 
@@ -20,20 +24,20 @@ MIN_CHANGE_INTERVAL_S = 1.0
 class AdaptivePrefetch:
     max_prefetch: int
     hold_s: float = HOLD_S
-    alpha: float = 0.3
-    ewma_s: float | None = None
     current: int = 1
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
     def observe(self, duration_s: float) -> None:
-        if self.ewma_s is None:
-            self.ewma_s = duration_s
-        else:
-            self.ewma_s += self.alpha * (duration_s - self.ewma_s)
+        self.recent.append(duration_s)
+
+    @property
+    def slowest_s(self) -> float | None:
+        return max(self.recent) if self.recent else None
 
     def target(self) -> int:
-        if self.ewma_s is None:
+        if not self.recent:
             return 1
-        room = self.hold_s / max(self.ewma_s, 1e-6)
+        room = self.hold_s / max(max(self.recent), 1e-6)
         if room < 2:
             return 1
         return max(1, min(self.max_prefetch, 1 << int(math.log2(room))))
