@@ -25,7 +25,7 @@ import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
 
 from rpc_server.protocol import Form, RpcError, decode_reply, encode_request
-from warren.amqp import connect_blocking, translate
+from warren.amqp import connect_blocking, deferred, translate
 from warren.errors import ExitCode, SettingsError, WarrenError
 from warren.settings import Settings
 
@@ -58,7 +58,11 @@ class RpcClient:
         return self._channel.queue_declare("", exclusive=True).method.queue
 
     def send(self, a: int, b: int) -> str:
-        """Publish one request; returns its correlation id for `result`."""
+        """Queue one request; returns its correlation id for `result`.
+
+        The request leaves with the connection's next I/O pass — at the latest when
+        `result` waits — so `call_many` sends its whole batch in one write.
+        """
         correlation_id = uuid.uuid4().hex
         body, content_type = encode_request(a, b, self.form)
         props = pika.BasicProperties(
@@ -66,24 +70,29 @@ class RpcClient:
             expiration=str(max(1, int(self.timeout_s * 1000))),
         )
         try:
-            self._channel.basic_publish("", self.settings.rpc_queue, body, props, mandatory=True)
+            deferred(self._channel).basic_publish("", self.settings.rpc_queue, body, props,
+                                                  mandatory=True)
         except pex.AMQPError as exc:
             raise translate(exc) from None
         self._waiting.add(correlation_id)
         return correlation_id
 
     def result(self, correlation_id: str, timeout_s: float | None = None) -> int:
-        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        expired = [False]
+        # One timer per call, and an untimed wait that returns on the first event: a timed
+        # wait per loop round would add a timer of its own to every reply's path.
+        timer = self._connection.call_later(limit, lambda: expired.__setitem__(0, True))
         try:
             while correlation_id not in self._replies and correlation_id not in self._returned:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if expired[0]:
                     raise RpcTimeout(f"no reply from {self.settings.rpc_queue!r} within "
-                                     f"{self.timeout_s if timeout_s is None else timeout_s}s")
-                self._connection.process_data_events(time_limit=min(remaining, 0.25))
+                                     f"{limit}s")
+                self._connection.process_data_events(time_limit=None)
         except pex.AMQPError as exc:
             raise translate(exc) from None
         finally:
+            self._connection.remove_timeout(timer)
             self._waiting.discard(correlation_id)
         if correlation_id in self._returned:
             raise RpcError(self._returned.pop(correlation_id))

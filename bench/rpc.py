@@ -1,0 +1,75 @@
+"""RPC: sequential latency and concurrent throughput — warren's RpcClient against the
+tutorial's direct reply-to client, one warren rpc_server, in the same run."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+from bench.common import Bench, Outcome, goal, wait_ready
+from bench.plain import DirectReplyClient
+from rpc_server.client import RpcClient
+from warren.localbroker import free_port
+from warren.settings import Settings
+
+
+def latencies(call, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        started = time.perf_counter()
+        call(i, 1)
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def concurrent_rate(url: str, clients: int, per_client: int, in_flight: int) -> float:
+    settings = Settings.from_env({"AMQP_URL": url})
+    barrier = threading.Barrier(clients + 1)
+
+    def work() -> None:
+        with RpcClient(settings, timeout_s=60) as client:
+            barrier.wait()
+            for start in range(0, per_client, in_flight):
+                client.call_many([(i, 1) for i in range(start, start + in_flight)])
+
+    threads = [threading.Thread(target=work) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    return clients * per_client / (time.perf_counter() - started)
+
+
+def pct(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+def run(bench: Bench) -> Outcome:
+    n = 500 if bench.quick else 3000
+    url = bench.vhost()
+    port = free_port()
+    bench.spawn(["-m", "rpc_server"], {"AMQP_URL": url, "METRICS_PORT": str(port)})
+    wait_ready([port])
+    plain = DirectReplyClient(url)
+    ours = RpcClient(Settings.from_env({"AMQP_URL": url}))
+    latencies(plain.call, 200)  # warm-up
+    latencies(ours.call, 200)
+    results = {"plain pika, direct reply-to": latencies(plain.call, n),
+               "warren RpcClient": latencies(ours.call, n)}
+    rows = [{"client": name, "calls": n, "p50 ms": round(pct(lat, 0.5), 3),
+             "p99 ms": round(pct(lat, 0.99), 3), "calls/s": round(n / sum(lat))}
+            for name, lat in results.items()]
+    rate = concurrent_rate(url, clients=4, per_client=n, in_flight=100)
+    rows.append({"client": "warren RpcClient, 4 clients x 100 in flight", "calls": 4 * n,
+                 "p50 ms": "", "p99 ms": "", "calls/s": round(rate)})
+    bench.stop_all()
+    plain_lat, our_lat = results["plain pika, direct reply-to"], results["warren RpcClient"]
+    goals = [goal("p50 warren / plain", statistics.median(our_lat) / statistics.median(plain_lat),
+                  1.2, False),
+             goal("concurrent warren / sequential plain (calls/s)", rate * sum(plain_lat) / n,
+                  5.0)]
+    return Outcome("rpc", "RPC: latency and throughput against the tutorial client", rows, goals,
+                   ["One rpc_server process (RPC_PREFETCH=100) on the same broker."])
