@@ -13,5 +13,5 @@ test:   ## ruff, then every test suite against a real broker
 lint:
 	scripts/bootstrap.sh && .venv/bin/ruff check .
 
-bench:  ## benchmarks: tables, JSON and plots in bench/results/
-	scripts/bootstrap.sh && .venv/bin/python -m bench $(ARGS)
+bench:  ## benchmarks: tables, JSON and plots in bench/results/ (about 6 minutes)
+	scripts/bootstrap.sh && .venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m bench $(ARGS)

@@ -8,7 +8,7 @@
 # Usage: VENV=/path/to/venv bash .ci/install-k8s-tools.sh   (default VENV=/work/venv)
 set -euo pipefail
 
-VENV="${VENV:-/work/venv}"
+VENV="${VENV:-$(cd "$(dirname "$0")/.." && pwd)/.venv}"
 PY="$VENV/bin/python"
 
 if [ ! -x "$PY" ]; then
