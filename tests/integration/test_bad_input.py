@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.integration.test_work_queue import metric, wait_until
 from tests.support.amqp import drain, publish_raw, publish_tasks, wait_for_count
 from tests.support.services import ServiceFactory
@@ -39,10 +41,13 @@ def parked(amqp_url: str, count: int) -> list[tuple[object, bytes]]:
     return drain(amqp_url, "task_queue.dead")
 
 
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def test_poison_task_is_retried_then_parked_with_its_reason(services: ServiceFactory,
-                                                            amqp_url: str) -> None:
-    worker = services.start("worker", MAX_ATTEMPTS="3", RETRY_DELAY_MS="100")
-    [task_id] = publish_tasks(amqp_url, [("fail", {"message": "kaboom"})])
+                                                            amqp_url: str,
+                                                            queue_type: str) -> None:
+    worker = services.start("worker", MAX_ATTEMPTS="3", RETRY_DELAY_MS="100",
+                            QUEUE_TYPE=queue_type)
+    [task_id] = publish_tasks(amqp_url, [("fail", {"message": "kaboom"})], declare=False)
     [(props, body)] = parked(amqp_url, 1)
     assert props.message_id == task_id
     assert props.headers["x-warren-attempts"] == 3

@@ -16,13 +16,18 @@ def connect(url: str) -> pika.BlockingConnection:
 
 
 def publish_tasks(url: str, tasks: list[tuple[str, dict[str, Any]]],
-                  queue: str = "task_queue") -> list[str]:
-    """Publish with confirms; returns the message ids in order."""
+                  queue: str = "task_queue", declare: bool = True) -> list[str]:
+    """Publish with confirms; returns the message ids in order.
+
+    `declare=False` when the worker already declared the queue with other arguments
+    (quorum): a plain re-declare would be refused with 406.
+    """
     conn = connect(url)
     try:
         channel = conn.channel()
         channel.confirm_delivery()
-        channel.queue_declare(queue, durable=True)
+        if declare:
+            channel.queue_declare(queue, durable=True)
         ids = []
         for task_type, args in tasks:
             props = task_properties()

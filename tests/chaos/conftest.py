@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.broker import BrokerUnderTest
+from warren.localbroker import LocalBroker
+
+
+@pytest.fixture
+def node(broker: BrokerUnderTest) -> Iterator[LocalBroker]:
+    """The private node: these tests SIGKILL and restart it (AMQP_URL's broker cannot be)."""
+    yield broker.private

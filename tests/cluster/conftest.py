@@ -1,0 +1,33 @@
+"""A 3-node RabbitMQ cluster of private nodes, for the module that needs it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import RabbitCluster
+from tests.support.needs import need
+from tests.support.services import ServiceFactory
+from warren.localbroker import rabbitmq_available
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    need(rabbitmq_available(), "rabbitmq-server is not installed (apt-get install "
+         "rabbitmq-server): the cluster tests start three private nodes")
+    handle = RabbitCluster.start(tmp_path_factory.mktemp("cluster"), size=3)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def cluster_services(tmp_path: Path, cluster: RabbitCluster) -> Iterator[ServiceFactory]:
+    """Services pointed at every node of the cluster, in quorum mode."""
+    factory = ServiceFactory(tmp_path, {
+        "AMQP_URL": cluster.amqp_url, "QUEUE_TYPE": "quorum", "RETRY_DELAY_MS": "100",
+        "SHUTDOWN_GRACE_S": "10", "TASK_MODULES": "tests.support.record_tasks",
+    })
+    yield factory
+    factory.stop_all()

@@ -1,0 +1,138 @@
+"""Faults the broker itself causes while a producer and workers run.
+
+- `rabbitmqctl close_all_connections`: every connection is closed with 320
+  CONNECTION_FORCED, as an operator (or a node going into maintenance) would.
+- A memory alarm: the broker blocks publishing connections (connection.blocked)
+  until the alarm clears. The producer must wait, not crash, and carry on.
+
+Both use the session's private node (these faults are node-wide) with a vhost
+of the test's own; the memory watermark is restored whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from tests.support.amqp import ready_count
+from tests.support.broker import BrokerUnderTest
+from tests.support.faults import Tally, event_names, metric, producer_summary, wait_until
+from tests.support.services import Service, ServiceFactory
+from warren.localbroker import LocalBroker
+
+CONFIRMED = "warren_producer_confirmed_total"
+NORMAL_WATERMARK = "0.4"  # RabbitMQ's default relative high watermark
+
+
+def start_load(services: ServiceFactory, out: Path, count: int, rate: int,
+               workers: int) -> tuple[list[Service], Service]:
+    started = [services.start("worker", WORKER_ID=f"w{i}") for i in range(workers)]
+    producer = services.start("producer", "--count", str(count), "--rate", str(rate),
+                              "--type", "record", "--args", json.dumps({"path": str(out)}),
+                              WORKER_ID="p0")
+    return started, producer
+
+
+def account(amqp_url: str, out: Path, producer: Service, workers: list[Service],
+            count: int) -> Tally:
+    """The producer confirmed everything, every confirmed task was done, nothing is left."""
+    assert producer.wait(timeout_s=120) == 0, producer.log()[-3000:]
+    summary = producer_summary(producer.log())
+    assert (summary.total, summary.confirmed, summary.unconfirmed) == (count, count, 0)
+    wait_until(lambda: Tally.of(out).distinct >= count, 60, "every confirmed task to be done")
+    wait_until(lambda: ready_count(amqp_url, "task_queue") == 0, 30, "an empty task_queue")
+    time.sleep(0.3)
+    tally = Tally.of(out)
+    assert tally.distinct == count
+    assert ready_count(amqp_url, "task_queue.dead") == 0
+    for worker in workers:
+        assert worker.process is not None and worker.process.poll() is None, worker.log()[-2000:]
+        assert worker.probe("/readyz") == 200
+    return tally
+
+
+@pytest.fixture
+def node(broker: BrokerUnderTest) -> Iterator[LocalBroker]:
+    node = broker.private
+    yield node
+    node.ctl("set_vm_memory_high_watermark", NORMAL_WATERMARK)  # whatever the test did
+
+
+def test_connections_closed_by_the_broker_are_reopened_and_nothing_is_lost(
+        node: LocalBroker, services: ServiceFactory, amqp_url: str, tmp_path: Path) -> None:
+    count, rate, closures = 1500, 300, 3
+    vhost = unquote(amqp_url.rsplit("/", 1)[1])
+    out = tmp_path / "records"
+    workers, producer = start_load(services, out, count, rate, workers=2)
+    recoveries = []
+    for round_ in range(closures):
+        wait_until(lambda r=round_: metric(producer, CONFIRMED) >= (r + 1) * count // 5, 30,
+                   "the producer to make progress")
+        confirmed = metric(producer, CONFIRMED)
+        closed_at = time.monotonic()
+        # Without -p (or --global) it would close only the default vhost's connections.
+        node.ctl("close_all_connections", "-p", vhost, "test")
+        wait_until(lambda: all(w.probe("/readyz") == 200 for w in workers)
+                   and (producer.process is not None and producer.process.poll() is not None
+                        or metric(producer, CONFIRMED) >= confirmed + rate // 5),
+                   30, "workers and producer to be back")
+        recoveries.append(time.monotonic() - closed_at)
+    tally = account(amqp_url, out, producer, workers, count)
+    for service in (*workers, producer):
+        assert "CONNECTION_FORCED - test" in service.log(), service.module
+    for worker in workers:
+        assert event_names(worker).count("consuming") >= closures + 1
+    assert event_names(producer).count("publishing") >= 2
+    summary = producer_summary(producer.log())
+    assert tally.duplicates <= closures * (1000 + len(workers))
+    print(f"\nRELIABILITY close-all-connections: {count} tasks at {rate}/s, {len(workers)} "
+          f"workers, {closures} closures; lost 0, duplicates {tally.duplicates}, re-sends "
+          f"{summary.sends - summary.total}, recovered in max {max(recoveries):.1f}s")
+    for worker in workers:
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(timeout_s=30) == 0
+
+
+def test_memory_alarm_blocks_the_producer_which_waits_and_resumes(
+        node: LocalBroker, services: ServiceFactory, amqp_url: str, tmp_path: Path) -> None:
+    count, rate = 600, 150
+    out = tmp_path / "records"
+    workers, producer = start_load(services, out, count, rate, workers=2)
+    wait_until(lambda: metric(producer, CONFIRMED) >= count // 6, 30, "the producer to start")
+
+    node.ctl("set_vm_memory_high_watermark", "0.0000001")
+    alarmed_at = time.monotonic()
+    wait_until(lambda: "broker_blocked_publishing" in producer.log(), 30,
+               "the producer to be told it is blocked")
+    blocked_after = time.monotonic() - alarmed_at
+    time.sleep(0.5)  # confirms for what the broker had already read may still come in
+    held = metric(producer, CONFIRMED)
+    time.sleep(3)
+    assert metric(producer, CONFIRMED) == held, "the producer published through an alarm"
+    assert held < count
+    assert producer.process is not None and producer.process.poll() is None
+    assert producer.probe("/healthz") == 200
+    for worker in workers:
+        assert worker.process is not None and worker.process.poll() is None
+
+    node.ctl("set_vm_memory_high_watermark", NORMAL_WATERMARK)
+    cleared_at = time.monotonic()
+    wait_until(lambda: "broker_unblocked" in producer.log(), 30, "the alarm to clear")
+    wait_until(lambda: producer.process is not None and (
+        producer.process.poll() is not None or metric(producer, CONFIRMED) >= held + rate // 5),
+        30, "confirms to flow again")
+    resumed_s = time.monotonic() - cleared_at
+    tally = account(amqp_url, out, producer, workers, count)
+    events = event_names(producer)
+    assert events.index("broker_blocked_publishing") < events.index("broker_unblocked")
+    assert "broker_connection_lost" not in events  # it waited; it did not give up or reconnect
+    print(f"\nRELIABILITY memory-alarm: {count} tasks at {rate}/s, {len(workers)} workers; "
+          f"blocked {blocked_after:.1f}s after the alarm, held {int(held)} confirmed for 3.5s; "
+          f"lost 0, duplicates {tally.duplicates}, resumed {resumed_s:.1f}s after the alarm "
+          f"cleared")

@@ -1,0 +1,99 @@
+"""`python -m tests.support.chaos_producer`: warren's ConfirmingPublisher, with ids a checker knows.
+
+The producer CLI gives every message a random id and reports counts only. A
+Jepsen-style check needs to know *which* messages the broker confirmed, so this
+runs the same publisher (same reconnects, re-sends and service wrapper) over
+messages with deterministic ids `<prefix>-<seq>`, and writes the confirmed ids
+to a file when it exits. Its last stdout line has the CLI's shape
+(`published N messages (S sends): confirmed N, ...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+
+from producer.publisher import ConfirmingPublisher, Outgoing, PublishReport
+from warren.errors import ExitCode
+from warren.health import Health
+from warren.messages import JSON, encode_task, task_properties
+from warren.service import run_service
+from warren.settings import Settings
+from warren.topology import declare_task_queues
+
+TASK_TYPE = "chaos_record"
+
+
+def message_id(prefix: str, seq: int) -> str:
+    return f"{prefix}-{seq:07d}"
+
+
+class TrackingPublisher(ConfirmingPublisher):
+    """Also keeps the message_id of every positively confirmed message.
+
+    ConfirmingPublisher has no per-message hook, so this reads the pending entries
+    that the base class is about to settle (`_pending`, `_confirmed_tags`): a test
+    double that tracks the base class's private bookkeeping, nothing more.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.confirmed_ids: list[str] = []
+
+    def _on_confirm(self, frame: pika.frame.Method) -> None:
+        method = frame.method
+        if isinstance(method, pika.spec.Basic.Ack):
+            for tag in self._confirmed_tags(method.delivery_tag, method.multiple):
+                self.confirmed_ids.append(self._pending[tag][0].properties.message_id)
+        super()._on_confirm(frame)
+
+
+def messages(settings: Settings, prefix: str, count: int, seconds: float) -> Iterator[Outgoing]:
+    args = {"seconds": seconds} if seconds else {}
+    for seq in range(count):
+        yield Outgoing(encode_task(TASK_TYPE, args, seq=seq),
+                       task_properties(JSON, message_id=message_id(prefix, seq)),
+                       settings.task_queue)
+
+
+def summary(r: PublishReport) -> str:
+    return (f"published {r.total} messages ({r.published} sends): confirmed {r.confirmed}, "
+            f"nacked {r.nacked}, returned {r.returned}, unconfirmed {r.unconfirmed} "
+            f"in {r.elapsed_s:.2f}s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tests.support.chaos_producer")
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--prefix", required=True, help="message ids are <prefix>-<seq>")
+    p.add_argument("--confirmed", type=Path, required=True, help="write confirmed ids here")
+    p.add_argument("--rate", type=float, help="messages per second (default: as fast as it can)")
+    p.add_argument("--window", type=int, default=1000, help="confirms in flight")
+    p.add_argument("--seconds", type=float, default=0.0, help="each task sleeps this long")
+    return p
+
+
+def run(settings: Settings, health: Health, stop: threading.Event) -> int:
+    opts = build_parser().parse_args(sys.argv[1:])
+    health.set_ready(True)
+
+    def prepare(channel: BlockingChannel) -> None:
+        declare_task_queues(channel, settings)
+
+    publisher = TrackingPublisher(
+        settings, messages(settings, opts.prefix, opts.count, opts.seconds), stop=stop,
+        prepare=prepare, window=opts.window, rate=opts.rate)
+    report = publisher.run()
+    opts.confirmed.write_text("".join(f"{mid}\n" for mid in publisher.confirmed_ids))
+    print(summary(report), flush=True)
+    return ExitCode.OK if report.complete else ExitCode.PARTIAL
+
+
+if __name__ == "__main__":
+    sys.exit(run_service("producer", run))

@@ -1,0 +1,138 @@
+"""Several private RabbitMQ nodes on this machine, joined into one cluster.
+
+Each node is a `LocalBroker` with its own ports and directory. They share one
+epmd, one Erlang cookie (written into every node's HOME before it starts) and
+one user/password, since joining a cluster replaces a node's user database with
+the cluster's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from warren.localbroker import LocalBroker
+
+
+@dataclass
+class RabbitCluster:
+    nodes: list[LocalBroker]
+    killed: list[LocalBroker] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, base_dir: Path, size: int = 3, extra_config: str = "",
+              timeout_s: float = 120.0) -> RabbitCluster:
+        cookie = secrets.token_hex(20).upper()
+        password = secrets.token_urlsafe(12)
+        nodes = []
+        for index in range(size):
+            home = base_dir / f"node{index + 1}"
+            home.mkdir(parents=True, exist_ok=True)
+            cookie_file = home / ".erlang.cookie"
+            with contextlib.suppress(FileNotFoundError):
+                cookie_file.chmod(0o600)
+            cookie_file.write_text(cookie)
+            cookie_file.chmod(0o400)
+            nodes.append(LocalBroker(home, password=password, extra_config=extra_config))
+        cluster = cls(nodes)
+        try:
+            # Booting is mostly waiting on Erlang: start the nodes side by side.
+            with ThreadPoolExecutor(max_workers=size) as pool:
+                list(pool.map(lambda node: node.start(timeout_s), nodes))
+            for node in nodes[1:]:
+                node.ctl("stop_app")
+                node.ctl("join_cluster", nodes[0].nodename)
+                node.ctl("start_app")
+                node.ctl("await_startup", timeout_s=timeout_s)
+            cluster.wait_members(size, timeout_s=60)
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    # -- addresses -----------------------------------------------------------
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    @property
+    def amqp_url(self) -> str:
+        """The comma-separated list warren's AMQP_URL takes, first node first."""
+        return ",".join(self.urls)
+
+    @property
+    def alive(self) -> list[LocalBroker]:
+        return [node for node in self.nodes if node not in self.killed]
+
+    def by_name(self, nodename: str) -> LocalBroker:
+        return next(node for node in self.nodes if node.nodename == nodename)
+
+    # -- questions -----------------------------------------------------------
+    def ctl(self, *args: str, timeout_s: float = 60.0) -> str:
+        """rabbitmqctl against the first node still alive."""
+        return self.alive[0].ctl(*args, timeout_s=timeout_s)
+
+    def running_nodes(self) -> set[str]:
+        out = self.ctl("eval", "rabbit_nodes:all_running().")
+        return {name.strip(" '[]\n") for name in out.split(",") if "@" in name}
+
+    def wait_members(self, count: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            running = self.running_nodes()
+            if len(running) == count:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(running)} of {count} nodes running: {running}")
+            time.sleep(0.5)
+
+    def queue_info(self, queue: str, vhost: str = "/") -> dict[str, str]:
+        """name, type, leader, members, messages_ready, messages_unacknowledged."""
+        items = ("name", "type", "leader", "members", "messages_ready",
+                 "messages_unacknowledged")
+        out = self.ctl("list_queues", "-q", "--no-table-headers", "-p", vhost, *items)
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if parts and parts[0] == queue:
+                return dict(zip(items, parts, strict=False))
+        raise KeyError(queue)
+
+    def leader_of(self, queue: str, vhost: str = "/", timeout_s: float = 30.0) -> LocalBroker:
+        """The node that leads a quorum queue (waits while an election is under way)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(KeyError, RuntimeError, subprocess.TimeoutExpired):
+                leader = self.queue_info(queue, vhost)["leader"]
+                alive = {node.nodename: node for node in self.alive}
+                if leader in alive:
+                    return alive[leader]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no live leader for {queue} after {timeout_s}s")
+            time.sleep(0.3)
+
+    def counts(self, queue: str, vhost: str = "/") -> tuple[int, int]:
+        """(ready, unacked) of a queue, asked of a live node."""
+        info = self.queue_info(queue, vhost)
+        return int(info["messages_ready"]), int(info["messages_unacknowledged"])
+
+    # -- faults --------------------------------------------------------------
+    def kill(self, node: LocalBroker) -> None:
+        node.kill()
+        self.killed.append(node)
+
+    def stop(self) -> None:
+        """Tear down: the nodes' data is thrown away with their directories, so no
+        graceful stop (three of them take ~20 s): SIGKILL, side by side."""
+        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            # Not the killed ones again: their pid file is stale, the pid may be reused.
+            list(pool.map(_kill_quietly, self.alive))
+
+
+def _kill_quietly(node: LocalBroker) -> None:
+    with contextlib.suppress(Exception):
+        node.kill()
