@@ -22,7 +22,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="warren-bench-") as tmp:
         broker = LocalBroker(Path(tmp))
-        broker.start()
+        broker.start_on_free_ports()
         bench = Bench(broker, quick=args.quick)
         try:
             for name in args.names or ALL:

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from warren.localbroker import LocalBroker, free_port  # noqa: E402
+from warren.localbroker import BrokerStartError, LocalBroker, free_port  # noqa: E402
 
 STATE = REPO / ".local-cluster"
 
@@ -132,8 +132,15 @@ def main() -> int:
     node = broker_for(args.state, args.fresh)
     logs = args.state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    print(f"starting RabbitMQ (management UI {node.management_url}, user {node.user}) ...")
-    node.start()
+    print("starting RabbitMQ ...", flush=True)
+    try:
+        node.start()
+    except BrokerStartError:
+        # A saved port may have been taken by something else since the last run.
+        (args.state / "ports").unlink(missing_ok=True)
+        node = broker_for(args.state, fresh=False)
+        node.start_on_free_ports()
+    print(f"RabbitMQ is up (management UI {node.management_url}, user {node.user})")
     env = {"AMQP_URL": node.url, "PREFETCH": args.prefetch}
     workers = [spawn(f"worker-{i + 1}", ["worker"], env, logs) for i in range(args.workers)]
     producer = spawn("producer", ["producer", "--count", "0", "--rate", str(args.rate),

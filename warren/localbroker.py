@@ -114,15 +114,36 @@ class LocalBroker:
         )
         self.wait_ready(timeout_s)
 
+    def start_on_free_ports(self, attempts: int = 3, timeout_s: float = 90.0) -> None:
+        """Start; if the node dies at once (a port taken meanwhile), again on new ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self.start(timeout_s)
+                return
+            except BrokerStartError:
+                if attempt == attempts:
+                    raise
+                self.kill()
+                self.amqp_port, self.management_port = free_port(), free_port()
+                self.prometheus_port, self.dist_port = free_port(), free_port()
+
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process and self.process.poll() is not None:
-                raise BrokerStartError(f"rabbitmq-server exited early; see {self.base_dir}/log")
+                raise BrokerStartError(f"rabbitmq-server exited early ({self._startup_tail()}); "
+                                       f"see {self.base_dir}/log")
             if self._amqp_answers():
                 return
             time.sleep(0.3)
         raise BrokerStartError(f"no AMQP on port {self.amqp_port} after {timeout_s:.0f}s")
+
+    def _startup_tail(self) -> str:
+        try:
+            lines = (self.base_dir / "log" / "startup.log").read_text(errors="replace")
+        except OSError:
+            return "no startup log"
+        return " | ".join(line.strip() for line in lines.splitlines()[-3:] if line.strip())
 
     def _amqp_answers(self) -> bool:
         import pika

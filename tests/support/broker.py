@@ -28,7 +28,7 @@ class BrokerUnderTest:
         need(rabbitmq_available(), "rabbitmq-server is not installed (apt-get install "
              "rabbitmq-server), and AMQP_URL is not set")
         node = LocalBroker(base_dir)
-        node.start()
+        node.start_on_free_ports()
         return cls(node.url, node)
 
     @property
