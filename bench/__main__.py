@@ -12,11 +12,12 @@ from bench.common import Bench
 from warren.localbroker import LocalBroker
 
 ALL = ("drain", "publish", "fairness", "scaling", "footprint", "rpc")
+EXTRA = ("soak",)  # minutes long: only when named
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("names", nargs="*", choices=[*ALL, []], default=[],
+    parser.add_argument("names", nargs="*", choices=[*ALL, *EXTRA, []], default=[],
                         help=f"benchmarks to run (default: all of {', '.join(ALL)})")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
     args = parser.parse_args()

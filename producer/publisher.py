@@ -61,13 +61,15 @@ class ConfirmingPublisher:
     def __init__(self, settings: Settings, messages: Iterable[Outgoing], *,
                  stop: threading.Event, prepare: Prepare, window: int = 1000,
                  rate: float | None = None,
-                 on_progress: Callable[[PublishReport], None] | None = None) -> None:
+                 on_progress: Callable[[PublishReport], None] | None = None,
+                 on_confirmed: Callable[[Outgoing], None] | None = None) -> None:
         self.settings = settings
         self.stop = stop
         self.prepare = prepare
         self.window = max(1, window)
         self.rate = rate
         self.on_progress = on_progress
+        self.on_confirmed = on_confirmed  # called once per message the broker acked
         self.report = PublishReport()
         self._source: Iterator[Outgoing] = iter(messages)
         self._exhausted = False
@@ -249,6 +251,8 @@ class ConfirmingPublisher:
             if acked:
                 self.report.confirmed += 1
                 metrics.CONFIRM_LATENCY.observe(now - sent_at)
+                if self.on_confirmed:
+                    self.on_confirmed(message)
             else:
                 self.report.nacked += 1
                 self._resend.append(message)

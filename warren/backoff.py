@@ -15,7 +15,7 @@ class Backoff:
     """
 
     base_s: float = 0.5
-    cap_s: float = 30.0
+    cap_s: float = 5.0  # back within ~5 s of the broker's return, even after a long outage
     rng: random.Random = field(default_factory=random.Random)
     attempt: int = 0
 

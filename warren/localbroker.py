@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -29,10 +30,27 @@ class BrokerStartError(RuntimeError):
     pass
 
 
+_HANDED_OUT: set[int] = set()
+# Below Linux's ephemeral range (32768+ by default), so that while a node is down for a
+# restart no outgoing connection can be given its port as a local port and keep it.
+_PORT_RANGE = (20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, never the same twice in this process."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(*_PORT_RANGE)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE}")
 
 
 def rabbitmq_available() -> bool:

@@ -136,10 +136,11 @@ class SQLiteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # also after a failed COMMIT, or the next BEGIN would fail
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     def seen(self, key: str) -> bool:
         row = self.connection().execute(

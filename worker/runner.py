@@ -130,7 +130,8 @@ class Runner:
             if not delivery.channel.is_open:
                 self._done_with(delivery)  # its connection is gone; the broker requeued it
                 continue
-            set_current_task_id(delivery.task_id)
+            # No message_id, no idempotency key: a delivery tag repeats on every channel.
+            set_current_task_id(delivery.properties.message_id or "")
             with structlog.contextvars.bound_contextvars(task_id=delivery.task_id):
                 outcome = self.execute(delivery)
             self._hand_back(delivery, outcome)

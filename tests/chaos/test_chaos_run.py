@@ -41,8 +41,9 @@ def chaos(broker: BrokerUnderTest,
 
 def test_the_chaos_happened(chaos: ChaosResult) -> None:
     assert [f.kind for f in chaos.faults] == ["kill", "restart"]
-    # One kill every 2 s over the publishing time, give or take the first and last.
-    assert chaos.worker_kills >= chaos.publish_s / PLAN.kill_every_s - 3, chaos.worker_kills
+    # One kill every 2 s while publishing; each kill and respawn takes a moment of its own.
+    expected = chaos.publish_s / PLAN.kill_every_s
+    assert chaos.worker_kills >= 0.75 * expected, (chaos.worker_kills, expected)
     for fault in chaos.faults:
         assert 0 < fault.at_confirmed < PLAN.tasks, fault  # the publisher was mid-run
 
@@ -86,6 +87,7 @@ def test_workers_consume_again_soon_after_the_broker_returns(chaos: ChaosResult)
     for fault in chaos.faults:
         back = [s for s in (fault.first_ready_s, fault.first_done_s) if s is not None]
         assert back and min(back) <= BACK_WITHIN_S, fault
-        # A worker that lived through the outage waits out its reconnect backoff,
-        # which is capped: it must be consuming again within the cap.
-        assert fault.witness_s is not None and fault.witness_s <= Backoff().cap_s + 5, fault
+        # A worker that lived through the outage waits out its reconnect backoff, capped
+        # at a few seconds: it too must be consuming again within BACK_WITHIN_S.
+        assert Backoff().cap_s < BACK_WITHIN_S
+        assert fault.witness_s is not None and fault.witness_s <= BACK_WITHIN_S, fault

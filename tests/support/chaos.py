@@ -128,17 +128,16 @@ def queue_counts(node: LocalBroker, vhost: str) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def inject_broker_fault(node: LocalBroker, kind: FaultKind) -> tuple[float, float]:
-    """SIGKILL (a crash) or a graceful restart; returns (went down, answers again) times."""
+def inject_broker_fault(node: LocalBroker, kind: FaultKind) -> tuple[float, float, float]:
+    """SIGKILL (a crash) or a graceful restart; returns when it went down, was down, was back."""
     down_at = time.monotonic()
     if kind == "kill":
         node.kill()
     else:
         node.stop()
-    stopped = time.monotonic()
+    stopped_at = time.monotonic()
     node.start()
-    print(f"fault {kind}: stop {stopped - down_at:.1f}s start {time.monotonic() - stopped:.1f}s", flush=True)
-    return down_at, time.monotonic()
+    return down_at, stopped_at, time.monotonic()
 
 
 # -- workers ----------------------------------------------------------------------------
@@ -155,7 +154,6 @@ class WorkerPool:
         self.started = 0
         self._lock = threading.Lock()
         self._workers: list[Service] = []
-        self.retired: list[Service] = []
         self.spared: Service | None = None  # the witness of a broker fault, not killed
 
     def start(self) -> None:
@@ -181,7 +179,6 @@ class WorkerPool:
             victim = self.rng.choice([w for w in self._workers if w is not self.spared])
             self._workers.remove(victim)
             victim.stop()  # SIGKILL, then reap
-            self.retired.append(victim)
             self.kills += 1
             self._spawn()
 
@@ -231,6 +228,7 @@ class Killer(threading.Thread):
 class BrokerFault:
     kind: FaultKind
     at_confirmed: int  # the publisher's confirmed count when the fault struck
+    stop_s: float  # how long the broker took to go down (a graceful stop is not instant)
     down_s: float  # from the fault to the broker answering AMQP again
     first_ready_s: float | None = None  # from its return to the first worker consuming
     first_done_s: float | None = None  # ... to the first task done
@@ -388,6 +386,8 @@ class ChaosRun:
             worker_exits = self.pool.stop()
         finally:
             self.killer.halt.set()
+            if self.killer.is_alive():  # it may be spawning a worker right now
+                self.killer.join(timeout=30)
             self._kill_everything()
         return self._result(started, publish_s, worker_exits)
 
@@ -436,8 +436,9 @@ class ChaosRun:
             confirmed = self._confirmed_now()
         witness = self.pool.current()[0]
         self.pool.spare(witness)
-        down_at, back_at = inject_broker_fault(self.node, kind)
-        fault = BrokerFault(kind, confirmed, round(back_at - down_at, 2))
+        down_at, stopped_at, back_at = inject_broker_fault(self.node, kind)
+        fault = BrokerFault(kind, confirmed, round(stopped_at - down_at, 2),
+                            round(back_at - down_at, 2))
         measure_recovery(fault, witness, self.pool, self.executions, back_at)
         self.pool.spare(None)
         self.faults.append(fault)

@@ -16,7 +16,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
 from producer.publisher import ConfirmingPublisher, Outgoing, PublishReport
@@ -35,23 +34,14 @@ def message_id(prefix: str, seq: int) -> str:
 
 
 class TrackingPublisher(ConfirmingPublisher):
-    """Also keeps the message_id of every positively confirmed message.
-
-    ConfirmingPublisher has no per-message hook, so this reads the pending entries
-    that the base class is about to settle (`_pending`, `_confirmed_tags`): a test
-    double that tracks the base class's private bookkeeping, nothing more.
-    """
+    """Also keeps the message_id of every positively confirmed message."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.confirmed_ids: list[str] = []
+        super().__init__(*args, on_confirmed=self._track, **kwargs)  # type: ignore[arg-type]
 
-    def _on_confirm(self, frame: pika.frame.Method) -> None:
-        method = frame.method
-        if isinstance(method, pika.spec.Basic.Ack):
-            for tag in self._confirmed_tags(method.delivery_tag, method.multiple):
-                self.confirmed_ids.append(self._pending[tag][0].properties.message_id)
-        super()._on_confirm(frame)
+    def _track(self, message: Outgoing) -> None:
+        self.confirmed_ids.append(message.properties.message_id)
 
 
 def messages(settings: Settings, prefix: str, count: int, seconds: float) -> Iterator[Outgoing]:
