@@ -10,6 +10,8 @@ from pathlib import Path
 
 from bench.common import Bench
 from warren.localbroker import LocalBroker
+from warren.logs import configure_logging
+from warren.settings import Settings
 
 ALL = ("drain", "publish", "fairness", "scaling", "footprint", "rpc")
 EXTRA = ("soak",)  # minutes long: only when named
@@ -21,6 +23,8 @@ def main() -> int:
                         help=f"benchmarks to run (default: all of {', '.join(ALL)})")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
     args = parser.parse_args()
+    # In-process publishers and clients log through structlog: keep the tables readable.
+    configure_logging(Settings.from_env({"LOG_LEVEL": "WARNING", "LOG_FORMAT": "console"}))
     with tempfile.TemporaryDirectory(prefix="warren-bench-") as tmp:
         broker = LocalBroker(Path(tmp))
         broker.start_on_free_ports()
