@@ -49,6 +49,8 @@ def parse_request(body: bytes, content_type: str | None) -> Request:
 def _parse_json(text: str) -> tuple[object, object]:
     try:
         doc = json.loads(text)
+    except RecursionError:
+        raise BadRequest("invalid JSON: nested too deeply", "json") from None
     except ValueError as exc:  # also too-long integer literals
         raise BadRequest(f"invalid JSON: {exc}", "json") from None
     if not isinstance(doc, dict):

@@ -58,10 +58,14 @@ class RpcServer:
         reply, content_type, outcome = self._answer(body, props.content_type, props.correlation_id)
         # Through the channel's core: the reply and the ack leave together on the loop's
         # next I/O pass instead of one blocking flush each (see warren.amqp.deferred).
+        # The ack goes first: a reply the broker cannot deliver (RabbitMQ 3.10 closes the
+        # connection on a malformed direct reply-to address) then costs this one reply, not
+        # a request that comes back to close the next connection too. Replies are at most
+        # once anyway: a caller times out.
         core = deferred(channel)
+        core.basic_ack(method.delivery_tag)
         core.basic_publish("", props.reply_to, reply, pika.BasicProperties(
             correlation_id=props.correlation_id, content_type=content_type))
-        core.basic_ack(method.delivery_tag)
         metrics.REQUESTS.labels(outcome).inc()
         metrics.DURATION.observe(time.perf_counter() - started)
 

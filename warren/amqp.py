@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pika
+import pika.data
 import pika.exceptions as pex
+import pika.spec
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel
 
@@ -59,6 +63,33 @@ def _reason(exc: BaseException) -> str:
 
 
 RECOVERABLE = (pex.AMQPError, OSError)
+
+# pika decodes a message's headers inside its frame parser. A header it cannot decode (a
+# table nested past Python's recursion limit, a timestamp past year 9999) raises there and
+# drops the connection; the broker hands the message out again, and again, forever. Such
+# a message is delivered instead with its headers replaced by this marker, to be parked.
+UNDECODABLE_HEADERS = "x-warren-undecodable-headers"
+_decode_properties = pika.spec.BasicProperties.decode
+
+
+def _skip_table(encoded: bytes, offset: int) -> tuple[dict[str, Any], int]:
+    (size,) = struct.unpack_from(">I", encoded, offset)
+    return {UNDECODABLE_HEADERS: True}, offset + 4 + size
+
+
+def _decode_properties_leniently(self: pika.spec.BasicProperties, encoded: bytes,
+                                 offset: int = 0) -> pika.spec.BasicProperties:
+    try:
+        return _decode_properties(self, encoded, offset)
+    except (RecursionError, OverflowError, ValueError, struct.error):
+        decode_table, pika.data.decode_table = pika.data.decode_table, _skip_table
+        try:
+            return _decode_properties(self, encoded, offset)
+        finally:
+            pika.data.decode_table = decode_table
+
+
+pika.spec.BasicProperties.decode = _decode_properties_leniently  # type: ignore[method-assign]
 
 
 def connect_blocking(settings: Settings, name: str) -> pika.BlockingConnection:

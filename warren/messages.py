@@ -52,9 +52,17 @@ def decode_task(body: bytes, content_type: str | None, *, max_bytes: int) -> Tas
         raise MalformedMessage(f"body of {len(body)} bytes exceeds MAX_BODY_BYTES={max_bytes}")
     if not body:
         raise MalformedMessage("empty body")
-    if content_type == JSON or (content_type is None and body.lstrip()[:1] == b"{"):
+    media_type = _media_type(content_type)
+    if media_type == JSON or (media_type is None and body.lstrip()[:1] == b"{"):
         return _decode_json(body)
     return _decode_text(body)
+
+
+def _media_type(content_type: str | None) -> str | None:
+    """'Application/JSON; charset=utf-8' -> 'application/json' (RFC 9110, 8.3.1)."""
+    if content_type is None:
+        return None
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 def _decode_json(body: bytes) -> Task:
@@ -62,6 +70,8 @@ def _decode_json(body: bytes) -> Task:
         doc = json.loads(body)
     except UnicodeDecodeError:
         raise MalformedMessage("body is not valid UTF-8") from None
+    except RecursionError:
+        raise MalformedMessage("invalid JSON: nested too deeply") from None
     except ValueError as exc:
         raise MalformedMessage(f"invalid JSON: {exc}") from None
     if not isinstance(doc, dict):

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
+import pika
+
 from warren.bindings import Binding, parse_bindings
 from warren.errors import SettingsError
 
@@ -99,6 +101,10 @@ def parse_amqp_urls(raw: str) -> tuple[str, ...]:
             _ = parts.port
         except ValueError:
             raise ValueError(f"bad port in {redact_url(url)!r}") from None
+        try:  # the query options too (heartbeat=, ssl_options=, ...), as pika will read them
+            pika.URLParameters(url)
+        except (ValueError, TypeError, SyntaxError, OSError) as exc:  # OSError: a CA file
+            raise ValueError(f"{redact_url(url)!r}: {type(exc).__name__}: {exc}") from None
     if not urls:
         raise ValueError("no URL given")
     return urls

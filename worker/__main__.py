@@ -6,6 +6,7 @@ import importlib
 import sys
 import threading
 
+from warren.errors import ExitCode
 from warren.health import Health
 from warren.service import run_service
 from warren.settings import Settings
@@ -16,7 +17,12 @@ from worker.consumer import Worker
 def run(settings: Settings, health: Health, stop: threading.Event) -> int:
     tasks.dot_seconds = settings.dot_seconds
     for module in settings.task_modules:
-        importlib.import_module(module)  # registers the user's @task functions
+        try:
+            importlib.import_module(module)  # registers the user's @task functions
+        except ImportError as exc:
+            print(f"configuration error: TASK_MODULES: cannot import {module!r}: {exc}",
+                  file=sys.stderr)
+            return ExitCode.CONFIG
     return Worker(settings, health, stop, tasks.registry).run()
 
 

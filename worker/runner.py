@@ -25,6 +25,7 @@ import pika.exceptions as pex
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from warren.amqp import UNDECODABLE_HEADERS
 from warren.errors import MalformedMessage
 from warren.messages import decode_task
 from worker import metrics
@@ -133,10 +134,16 @@ class Runner:
             # No message_id, no idempotency key: a delivery tag repeats on every channel.
             set_current_task_id(delivery.properties.message_id or "")
             with structlog.contextvars.bound_contextvars(task_id=delivery.task_id):
-                outcome = self.execute(delivery)
+                try:
+                    outcome = self.execute(delivery)
+                except Exception as exc:  # one message must never kill the runner thread
+                    log.exception("task_runner_error")
+                    outcome = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
             self._hand_back(delivery, outcome)
 
     def execute(self, delivery: Delivery) -> Outcome:
+        if (delivery.properties.headers or {}).get(UNDECODABLE_HEADERS):
+            return Outcome("malformed", error="headers could not be decoded")
         try:
             task = decode_task(delivery.body, delivery.properties.content_type,
                                max_bytes=self.max_body_bytes)

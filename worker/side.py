@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+from typing import Any
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -19,6 +20,12 @@ from warren.settings import Settings
 from worker.runner import Delivery, Outcome
 
 PERSISTENT = pika.DeliveryMode.Persistent.value
+LONG_MAX = 2**63 - 1  # AMQP's largest integer
+# Set by the broker when it dead-letters. A forged one in a retry copy crashes RabbitMQ
+# 3.10's retry queue when it dead-letters the copy back (rabbit_dead_letter).
+BROKER_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-queue",
+                            "x-first-death-reason", "x-last-death-exchange",
+                            "x-last-death-queue", "x-last-death-reason"})
 EVENT_PROPS = pika.BasicProperties(content_type="application/json")
 
 
@@ -31,6 +38,7 @@ class SidePublisher:
 
     def retry(self, delivery: Delivery, error: str, attempts: int) -> None:
         props = self._copy(delivery, {ATTEMPTS_HEADER: attempts, ERROR_HEADER: error})
+        props.headers = {k: v for k, v in props.headers.items() if k not in BROKER_HEADERS}
         props.expiration = str(self.settings.retry_delay_ms)
         self._publish(self.settings.retry_queue, delivery.body, props)
 
@@ -49,11 +57,24 @@ class SidePublisher:
 
     def _copy(self, delivery: Delivery, headers: dict[str, object]) -> pika.BasicProperties:
         props = copy.copy(delivery.properties)
-        props.headers = {**(props.headers or {}), **headers,
+        props.headers = {**_encodable(props.headers or {}), **headers,
                          WORKER_HEADER: self.settings.worker_id}
+        props.headers[ATTEMPTS_HEADER] = min(int(props.headers[ATTEMPTS_HEADER]), LONG_MAX)
         props.delivery_mode = PERSISTENT
         props.expiration = None
         return props
 
     def _publish(self, queue: str, body: bytes, props: pika.BasicProperties) -> None:
         self._confirmed.basic_publish("", queue, body, props, mandatory=True)
+
+
+def _encodable(value: Any) -> Any:
+    """pika decodes some values it cannot encode again: a double or a float arrives as an
+    int of any size. Keep what does not fit an AMQP long as text."""
+    if isinstance(value, dict):
+        return {key: _encodable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_encodable(item) for item in value]
+    if isinstance(value, int) and not -LONG_MAX - 1 <= value <= LONG_MAX:
+        return str(value)
+    return value

@@ -8,17 +8,24 @@ node must find a survivor through its URL list. Nothing confirmed may be lost.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
 
 from tests.support.cluster import RabbitCluster
-from tests.support.faults import Tally, event_names, metric, producer_summary, wait_until
+from tests.support.faults import (
+    Tally,
+    endless_producer,
+    event_names,
+    metric,
+    producer_summary,
+    wait_until,
+)
 from tests.support.services import ServiceFactory
 from warren.localbroker import LocalBroker
 
 COUNT = 3000
+CONFIRMED = "warren_producer_confirmed_total"
 RATE = 400
 WORKERS = 3
 PRODUCER_WINDOW = 1000  # the producer's default: the most it can have to re-send
@@ -51,18 +58,17 @@ def test_killing_the_task_queue_leader_mid_run_loses_nothing(
     workers = [cluster_services.start("worker", WORKER_ID=f"w{i}", PREFETCH=str(PREFETCH))
                for i in range(WORKERS)]
     leader: LocalBroker = cluster.leader_of("task_queue")  # fixed until a node fails
-    producer = cluster_services.start(
-        "producer", "--count", str(COUNT), "--rate", str(RATE), "--type", "record",
-        "--args", json.dumps({"path": str(out)}), WORKER_ID="p0")
-    wait_until(lambda: metric(producer, "warren_producer_confirmed_total") >= COUNT // 4, 30,
+    # Endless at a fixed rate, stopped with SIGTERM once past COUNT: no race with its end.
+    producer = endless_producer(cluster_services, out, RATE)
+    wait_until(lambda: metric(producer, CONFIRMED) >= COUNT // 4, 30,
                "a quarter of the tasks confirmed")
 
     # The management API lists a connection once its first stats are in: wait for all.
     expected = {f"worker:w{i}" for i in range(WORKERS)} | {"producer:p0"}
     wait_until(lambda: expected <= set(connections(cluster)), 10, "every connection listed")
-    before = connections(cluster)
-    on_leader = {name for name, node in before.items() if node == leader.nodename}
-    confirmed_at_kill = metric(producer, "warren_producer_confirmed_total")
+    on_leader = {name for name, node in connections(cluster).items()
+                 if node == leader.nodename}
+    confirmed_at_kill = metric(producer, CONFIRMED)
     killed_at = time.monotonic()
     cluster.kill(leader)
 
@@ -71,43 +77,41 @@ def test_killing_the_task_queue_leader_mid_run_loses_nothing(
     assert new_leader is not leader
     wait_until(lambda: all(w.probe("/readyz") == 200 for w in workers), 60,
                "every worker to be ready again")
-    wait_until(lambda: producer.process is not None and (
-        producer.process.poll() is not None
-        or metric(producer, "warren_producer_confirmed_total") >= confirmed_at_kill + RATE // 2),
-        60, "the producer's confirms to flow again")
+    wait_until(lambda: metric(producer, CONFIRMED) >= confirmed_at_kill + RATE // 2, 60,
+               "the producer's confirms to flow again")
     recovered_s = time.monotonic() - killed_at
 
-    assert producer.wait(timeout_s=120) == 0, producer.log()[-3000:]
-    summary = producer_summary(producer.log())
-    assert (summary.total, summary.confirmed, summary.unconfirmed) == (COUNT, COUNT, 0)
+    # Everyone who was on the dead node is on a survivor now, found through AMQP_URL.
+    survivors = {node.nodename for node in cluster.alive}
+    wait_until(lambda: all(connections(cluster).get(name) in survivors for name in on_leader),
+               10, f"{sorted(on_leader)} to be listed on a survivor")
 
-    wait_until(lambda: Tally.of(out).distinct >= COUNT, 90, "every confirmed task to be done")
+    wait_until(lambda: metric(producer, CONFIRMED) >= COUNT, 60, f"{COUNT} tasks confirmed")
+    producer.signal(signal.SIGTERM)
+    assert producer.wait(timeout_s=60) == 0, producer.log()[-3000:]
+    summary = producer_summary(producer.log())
+    assert summary.confirmed == summary.total >= COUNT and summary.unconfirmed == 0, summary
+
+    wait_until(lambda: Tally.of(out).distinct >= summary.total, 90,
+               "every confirmed task to be done")
     wait_until(lambda: cluster.counts("task_queue") == (0, 0), 30, "task_queue to be empty")
     time.sleep(0.5)  # anything still running would show up as a duplicate now
     tally = Tally.of(out)
-    assert tally.distinct == COUNT  # 0 lost: every confirmed id was recorded
+    assert tally.distinct == summary.total  # 0 lost: every confirmed id was recorded
     assert cluster.counts("task_queue.dead") == (0, 0)  # nothing parked on the way
 
     # Duplicates are bounded by what can be in doubt at the moment of the crash: the
     # producer's unconfirmed window (re-sent) and each worker's unacked deliveries.
     bound = PRODUCER_WINDOW + WORKERS * PREFETCH
     assert tally.duplicates <= bound, f"{tally.duplicates} duplicates > {bound}"
-
-    # Everyone who was on the dead node is on a survivor now, found through AMQP_URL.
-    moved = connections(cluster)
-    survivors = {node.nodename for node in cluster.alive}
-    for name in on_leader:
-        if name.startswith("producer:"):
-            continue  # the producer has finished and closed its connection
-        assert moved.get(name) in survivors, f"{name} did not reconnect: {moved}"
     for worker in workers:
         assert worker.process is not None and worker.process.poll() is None
         assert worker.probe("/readyz") == 200
     if "producer:p0" in on_leader:  # it was on the dead node and found another
         assert event_names(producer).count("publishing") >= 2
     moved_services = sorted(name.split(":", 1)[1] for name in on_leader)
-    print(f"\nRELIABILITY cluster-leader-kill: {COUNT} tasks at {RATE}/s, {WORKERS} workers; "
-          f"killed {leader.nodename} (leader; clients on it: {moved_services}) at "
+    print(f"\nRELIABILITY cluster-leader-kill: {summary.total} tasks at {RATE}/s, {WORKERS} "
+          f"workers; killed {leader.nodename} (leader; clients on it: {moved_services}) at "
           f"{int(confirmed_at_kill)} confirmed; lost 0, duplicates {tally.duplicates}, "
           f"producer re-sends {summary.sends - summary.total}, recovered in {recovered_s:.1f}s")
     for worker in workers:

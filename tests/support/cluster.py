@@ -43,7 +43,8 @@ class RabbitCluster:
         try:
             # Booting is mostly waiting on Erlang: start the nodes side by side.
             with ThreadPoolExecutor(max_workers=size) as pool:
-                list(pool.map(lambda node: node.start(timeout_s), nodes))
+                list(pool.map(lambda node: node.start_on_free_ports(timeout_s=timeout_s),
+                              nodes))
             for node in nodes[1:]:
                 node.ctl("stop_app")
                 node.ctl("join_cluster", nodes[0].nodename)

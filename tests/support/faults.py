@@ -8,6 +8,7 @@ confirmed, and each message id the workers recorded is one task done.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.record_tasks import read_records
-from tests.support.services import Service
+from tests.support.services import Service, ServiceFactory
 
 _SUMMARY = re.compile(
     r"^published (?P<total>\d+) messages \((?P<sends>\d+) sends\): confirmed (?P<confirmed>\d+), "
@@ -41,8 +42,15 @@ def metric(service: Service, name: str) -> float:
     """One sample of a running service, 0 when absent or when the service is gone."""
     try:
         return service.metrics().get(name, 0.0)
-    except OSError:
+    except (OSError, http.client.HTTPException):  # refused, or cut off by the exit
         return 0.0
+
+
+def endless_producer(services: ServiceFactory, out: Path, rate: int, **env: str) -> Service:
+    """`python -m producer --count 0 --rate R` of record tasks into `out`; stop it with
+    SIGTERM, then read what it sent from its closing line (producer_summary)."""
+    return services.start("producer", "--count", "0", "--rate", str(rate), "--type", "record",
+                          "--args", json.dumps({"path": str(out)}), WORKER_ID="p0", **env)
 
 
 @dataclass(frozen=True)
