@@ -126,7 +126,7 @@ class SQLiteStore:
         # takes the write lock up front (BEGIN IMMEDIATE) instead of upgrading later,
         # which is where two writers would deadlock and one would fail with "locked".
         db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(db, self.busy_timeout_s)
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         return db
 
@@ -268,3 +268,22 @@ def exactly_once(store: SQLiteStore, *, key: KeyFn | None = None
         return wrapper
 
     return decorate
+
+
+def _enable_wal(db: sqlite3.Connection, timeout_s: float) -> None:
+    """Switch to WAL, waiting out another process doing the same.
+
+    The switch takes an exclusive lock without going through the busy handler, so two
+    workers opening a new database at once can get "database is locked" here. The
+    mode is persistent: once one of them has switched, the others find WAL and go on.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
