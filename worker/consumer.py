@@ -25,7 +25,7 @@ from warren.settings import Settings
 from warren.topology import apply_bindings, declare_events_exchange, declare_task_queues
 from worker import metrics
 from worker.prefetch import MIN_CHANGE_INTERVAL_S, AdaptivePrefetch
-from worker.runner import Delivery, Finished, Outcome, Runner
+from worker.runner import INLINE_WAIT_S, Delivery, Finished, Outcome, Runner
 from worker.side import SidePublisher
 from worker.tasks import TaskRegistry
 
@@ -106,7 +106,11 @@ class Worker:
         if method.redelivered:
             metrics.REDELIVERIES.inc()
         self._unsettled.add(method.delivery_tag)
-        quick = self.runner.submit(Delivery(conn, channel, method.delivery_tag, properties, body))
+        # Waiting in place only pays when the broker sends nothing more until this ack
+        # (prefetch 1); with a deeper window it would undo the batching of acks.
+        wait_s = INLINE_WAIT_S if self.prefetch == 1 else 0.0
+        quick = self.runner.submit(Delivery(conn, channel, method.delivery_tag, properties, body),
+                                   wait_s)
         if quick:
             self._settle(quick)
 
