@@ -27,7 +27,7 @@ PLUGINS = "[rabbitmq_management,rabbitmq_prometheus]."
 
 
 class BrokerStartError(RuntimeError):
-    pass
+    """The node did not come up; the message carries the tail of its startup log."""
 
 
 _HANDED_OUT: set[int] = set()

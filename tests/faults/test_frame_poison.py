@@ -3,13 +3,12 @@
 RabbitMQ passes a content header through as it was published, so a producer
 (in any language) can send a header pika fails on while parsing the frame: a
 table nested deeper than Python's recursion limit, a timestamp past year 9999.
-pika then drops the whole connection (StreamLostError);
-the broker requeues the delivery and hands it out again, and again. The worker
-never sees the message, so it cannot park it: only the broker can bound this.
+Left to itself, pika would drop the whole connection (StreamLostError) and the
+broker would hand the message out again, and again.
 
-- Classic queues (QUEUE_TYPE=classic, the default) have no delivery limit: the
-  worker loops on the message forever and the queue behind it stalls (xfail,
-  finding F3 in the report).
+- warren wraps pika's header decoding (warren/amqp.py): such a message arrives
+  with a marker instead of its headers and is parked at once, on classic queues
+  too, which have no delivery limit of their own.
 - Quorum queues count deliveries: with a `delivery-limit` policy the message is
   dead-lettered into task_queue.dead (warren's quorum task_queue has that DLX)
   and the work behind it goes on.
