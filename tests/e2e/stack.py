@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 
 class CommandFailed(AssertionError):
-    pass
+    """A docker or compose command exited non-zero; the message carries its output."""
 
 
 def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 120,
