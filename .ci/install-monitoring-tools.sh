@@ -3,7 +3,7 @@
 #   - prometheus + promtool (Debian's `prometheus` package, 2.42 on bookworm): promtool
 #     checks the config and rules and runs the rule unit tests; the prometheus binary is
 #     started privately by the live tests (free port, temp storage);
-#   - rabbitmq-server (the live tests start their own node through warren.localbroker).
+#   - rabbitmq-server (the live tests start their own node through testbed.broker).
 # Idempotent: installs only what is missing. It leaves no server running: the tests
 # never use port 9090 or the packaged services, and a packaged Prometheus would only
 # get in the way of a developer's compose stack.

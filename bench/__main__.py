@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from bench.common import Bench
-from warren.localbroker import LocalBroker
+from testbed.broker import LocalBroker
 from warren.logs import configure_logging
 from warren.settings import Settings
 

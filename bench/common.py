@@ -7,7 +7,6 @@ import os
 import platform
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -17,9 +16,9 @@ from typing import Any
 
 import pika
 
-from warren.localbroker import LocalBroker, free_port
+from testbed.broker import LocalBroker, free_port
+from testbed.processes import REPO, spawn
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 
 
@@ -36,11 +35,7 @@ class Bench:
 
     def spawn(self, args: Sequence[str], env: dict[str, str] | None = None,
               log: Path | None = None) -> subprocess.Popen[bytes]:
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), "LOG_FORMAT": "json",
-                    "LOG_LEVEL": "WARNING", **(env or {})}
-        out = log.open("ab") if log else subprocess.DEVNULL
-        proc = subprocess.Popen([sys.executable, *args], env=full_env, cwd=REPO, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = spawn(args, {"LOG_LEVEL": "WARNING", **(env or {})}, log)
         self.procs.append(proc)
         return proc
 

@@ -10,7 +10,7 @@ import time
 from bench.common import Bench, Outcome, goal, wait_ready
 from bench.plain import DirectReplyClient
 from rpc_server.client import RpcClient
-from warren.localbroker import free_port
+from testbed.broker import free_port
 from warren.settings import Settings
 
 SERVERS = 2  # sharing rpc_queue, as a deployment would

@@ -1,6 +1,6 @@
 """soak: the chaos run at 100,000 tasks — SIGKILLed workers, broker crashes and restarts, a check.
 
-The same run as tests/chaos/test_chaos_run.py (tests/support/chaos.py does the
+The same run as tests/chaos/test_chaos_run.py (testbed/chaos.py does the
 work), five times larger and with four broker faults instead of two. Not part
 of CI: it takes several minutes. `python -m bench.soak [--quick]` runs it alone.
 """
@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from bench.common import Bench, Outcome, goal, markdown_table
-from tests.support.chaos import BrokerFault, ChaosPlan, ChaosResult, ChaosRun
-from warren.localbroker import LocalBroker
+from testbed.broker import LocalBroker
+from testbed.chaos import BrokerFault, ChaosPlan, ChaosResult, ChaosRun
 
 FULL = ChaosPlan(tasks=95_000, cli_tasks=5_000, workers=4, prefetch=10, rate=800.0,
                  window=100, cli_window=50, kill_every_s=2.0, drain_timeout_s=600.0,

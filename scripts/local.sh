@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-exec "${VENV:-.venv}/bin/python" scripts/local_cluster.py "$@"
+exec "${VENV:-.venv}/bin/python" -m testbed.local_cluster "$@"

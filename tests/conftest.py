@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.processes import ServiceFactory
 from tests.support.broker import BrokerUnderTest
-from tests.support.services import ServiceFactory
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def amqp_url(broker: BrokerUnderTest) -> Iterator[str]:
 def services(tmp_path: Path, amqp_url: str) -> Iterator[ServiceFactory]:
     factory = ServiceFactory(tmp_path, {
         "AMQP_URL": amqp_url, "DOT_SECONDS": "0.01", "RETRY_DELAY_MS": "100",
-        "SHUTDOWN_GRACE_S": "10", "TASK_MODULES": "tests.support.record_tasks",
+        "SHUTDOWN_GRACE_S": "10", "TASK_MODULES": "testbed.record_tasks",
     })
     yield factory
     factory.stop_all()

@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from testbed.broker import LocalBroker
 from tests.support.broker import BrokerUnderTest
-from warren.localbroker import LocalBroker
 
 
 @pytest.fixture

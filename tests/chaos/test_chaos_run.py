@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from testbed.chaos import ChaosPlan, ChaosResult, ChaosRun, assert_safe
 from tests.support.broker import BrokerUnderTest
-from tests.support.chaos import ChaosPlan, ChaosResult, ChaosRun, assert_safe
 from warren.backoff import Backoff
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(420)]

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tests.support.chaos import ChaosPlan, History, assert_safe, check, duplicate_bound
+from testbed.chaos import ChaosPlan, History, assert_safe, check, duplicate_bound
 
 
 def history(attempted: str, acknowledged: str, done: str) -> History:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.unconfirmed_publisher import UnconfirmedPublisher
-from tests.support.chaos import (
+from testbed.broker import LocalBroker
+from testbed.chaos import (
     History,
     assert_safe,
     check,
@@ -23,8 +23,8 @@ from tests.support.chaos import (
     wait_drained,
     wait_until,
 )
-from tests.support.services import REPO, Service
-from warren.localbroker import LocalBroker
+from testbed.processes import REPO, Service
+from tests.chaos.unconfirmed_publisher import UnconfirmedPublisher
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 
@@ -63,7 +63,7 @@ def test_auto_ack_consumers_lose_what_they_held_when_killed(
     count = 3_000
     executions = tmp_path / "executions.log"
     confirmed = tmp_path / "confirmed.ids"
-    producer = Service("tests.support.chaos_producer", {"AMQP_URL": amqp_url},
+    producer = Service("testbed.chaos_producer", {"AMQP_URL": amqp_url},
                        tmp_path / "producer.log",
                        ["--count", str(count), "--prefix", "autoack",
                         "--confirmed", str(confirmed)]).start()

@@ -13,7 +13,7 @@ import threading
 import pika
 import pika.exceptions as pex
 
-from tests.support.chaos_producer import TASK_TYPE, message_id
+from testbed.chaos_producer import TASK_TYPE, message_id
 from warren.messages import JSON, encode_task, task_properties
 
 

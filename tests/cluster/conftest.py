@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import RabbitCluster
+from testbed.broker import rabbitmq_available
+from testbed.cluster import RabbitCluster
+from testbed.processes import ServiceFactory
 from tests.support.needs import need
-from tests.support.services import ServiceFactory
-from warren.localbroker import rabbitmq_available
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def cluster_services(tmp_path: Path, cluster: RabbitCluster) -> Iterator[Service
     """Services pointed at every node of the cluster, in quorum mode."""
     factory = ServiceFactory(tmp_path, {
         "AMQP_URL": cluster.amqp_url, "QUEUE_TYPE": "quorum", "RETRY_DELAY_MS": "100",
-        "SHUTDOWN_GRACE_S": "10", "TASK_MODULES": "tests.support.record_tasks",
+        "SHUTDOWN_GRACE_S": "10", "TASK_MODULES": "testbed.record_tasks",
     })
     yield factory
     factory.stop_all()

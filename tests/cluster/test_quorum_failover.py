@@ -12,7 +12,9 @@ import signal
 import time
 from pathlib import Path
 
-from tests.support.cluster import RabbitCluster
+from testbed.broker import LocalBroker
+from testbed.cluster import RabbitCluster
+from testbed.processes import ServiceFactory
 from tests.support.faults import (
     Tally,
     endless_producer,
@@ -21,8 +23,6 @@ from tests.support.faults import (
     producer_summary,
     wait_until,
 )
-from tests.support.services import ServiceFactory
-from warren.localbroker import LocalBroker
 
 COUNT = 3000
 CONFIRMED = "warren_producer_confirmed_total"

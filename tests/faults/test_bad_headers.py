@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from testbed.processes import Service, ServiceFactory
 from tests.support.amqp import connect, drain, publish_tasks, ready_count, wait_for_count
 from tests.support.faults import event_names, metric, wait_until
 from tests.support.rawheaders import Raw, RawProperties, double, single
-from tests.support.services import Service, ServiceFactory
 
 JSON = "application/json"
 MAX_ATTEMPTS = 3

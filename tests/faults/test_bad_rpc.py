@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from rpc_server.client import RpcClient
 from rpc_server.protocol import MAX_DIGITS, BadRequest, Request, encode_request, parse_request
+from testbed.processes import ServiceFactory
 from tests.support.amqp import connect, ready_count
 from tests.support.faults import event_names, metric
-from tests.support.services import ServiceFactory
 from warren.settings import Settings
 
 JSON = "application/json"

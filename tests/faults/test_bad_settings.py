@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.support.services import REPO
+from testbed.processes import REPO
 from warren.errors import SettingsError
 from warren.settings import Settings
 

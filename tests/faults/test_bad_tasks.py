@@ -8,9 +8,9 @@ import json
 
 import pytest
 
+from testbed.processes import ServiceFactory
 from tests.support.amqp import drain, publish_raw, publish_tasks, ready_count, wait_for_count
 from tests.support.faults import event_names, metric, wait_until
-from tests.support.services import ServiceFactory
 from warren.messages import Task, decode_task
 
 JSON = "application/json"

@@ -22,6 +22,8 @@ from urllib.parse import unquote
 
 import pytest
 
+from testbed.broker import LocalBroker
+from testbed.processes import Service, ServiceFactory
 from tests.support.amqp import ready_count
 from tests.support.broker import BrokerUnderTest
 from tests.support.faults import (
@@ -33,8 +35,6 @@ from tests.support.faults import (
     producer_summary,
     wait_until,
 )
-from tests.support.services import Service, ServiceFactory
-from warren.localbroker import LocalBroker
 
 CONFIRMED = "warren_producer_confirmed_total"
 NORMAL_WATERMARK = "0.4"  # RabbitMQ's default relative high watermark

@@ -28,11 +28,11 @@ from urllib.parse import unquote
 import pika.exceptions as pex
 import pytest
 
+from testbed.processes import ServiceFactory
 from tests.support.amqp import connect, publish_tasks, ready_count
 from tests.support.broker import BrokerUnderTest
 from tests.support.faults import event_names, metric, wait_until
 from tests.support.rawheaders import Raw, RawProperties, double, timestamp
-from tests.support.services import ServiceFactory
 from warren.messages import task_properties
 
 NOOP = b'{"type": "noop"}'

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from testbed.processes import ServiceFactory
 from tests.integration.test_work_queue import metric, wait_until
 from tests.support.amqp import drain, publish_raw, publish_tasks, wait_for_count
-from tests.support.services import ServiceFactory
 
 JSON = "application/json"
 

@@ -6,18 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from testbed.broker import rabbitmq_available
+from testbed.processes import REPO
 from tests.support.needs import need
-from tests.support.services import REPO
-from warren.localbroker import rabbitmq_available
 
 
 def test_local_cluster_runs_shows_every_worker_and_stops_cleanly(tmp_path: Path) -> None:
     need(rabbitmq_available(), "rabbitmq-server is not installed")
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "local_cluster.py"), "--workers", "3",
+        [sys.executable, "-m", "testbed.local_cluster", "--workers", "3",
          "--duration", "8", "--rate", "20", "--heavy", "0.2", "--light", "0.02",
          "--state", str(tmp_path / "state")],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr

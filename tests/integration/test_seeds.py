@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from testbed.processes import REPO, ServiceFactory
 from tests.integration.test_work_queue import metric, wait_until
 from tests.support.amqp import EventWatcher, wait_for_count
-from tests.support.services import REPO, ServiceFactory
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds"
 

@@ -6,9 +6,9 @@ import signal
 import time
 from pathlib import Path
 
+from testbed.processes import Service, ServiceFactory
+from testbed.record_tasks import read_records
 from tests.support.amqp import EventWatcher, publish_tasks, ready_count, wait_for_count
-from tests.support.record_tasks import read_records
-from tests.support.services import Service, ServiceFactory
 
 
 def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.1) -> None:

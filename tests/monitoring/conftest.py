@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from testbed.broker import LocalBroker, rabbitmq_available
 from tests.support.needs import need, need_tool
-from warren.localbroker import LocalBroker, rabbitmq_available
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testbed.broker import LocalBroker, free_port
+from testbed.processes import Service, ServiceFactory
 from tests.monitoring.prom_api import PromApi, start_prometheus, stop_process
 from tests.monitoring.support import (
     PROMETHEUS_YML,
@@ -21,8 +23,6 @@ from tests.monitoring.support import (
     panel_queries,
     substitute,
 )
-from tests.support.services import Service, ServiceFactory
-from warren.localbroker import LocalBroker, free_port
 from warren.settings import Settings
 
 RATE_INTERVAL = "6s"  # what $__rate_interval becomes: 6 samples at 1 s scrapes

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from testbed.broker import LocalBroker
 from tests.monitoring.live import Stack, StackSpec, running_stack
-from warren.localbroker import LocalBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(150)]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from testbed.broker import LocalBroker
 from tests.monitoring.live import RATE_INTERVAL, Stack, StackSpec, running_stack
 from tests.monitoring.prom_api import PromApi
 from tests.monitoring.support import (
@@ -28,7 +29,6 @@ from tests.monitoring.support import (
     panel_queries,
     substitute,
 )
-from warren.localbroker import LocalBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(150)]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from testbed.processes import REPO
 from tests.k8s.manifests import Obj, kubectl_path, kustomize, load_yaml_stream, variants
-from tests.support.services import REPO
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from rpc_server.client import RpcClient
+from testbed.broker import free_port
 from tests.e2e.stack import REPO, docker_cli, image_env, require_engine, run
 from tests.support.amqp import publish_tasks, wait_for_count
 from tests.support.faults import wait_until
-from warren.localbroker import free_port
 from warren.settings import Settings
 
 IMAGE = "warren:security-test"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from testbed.processes import REPO
 from tests.k8s.manifests import (
     Obj,
     all_containers,
@@ -23,7 +24,6 @@ from tests.k8s.manifests import (
     secret_data,
     warren_containers,
 )
-from tests.support.services import REPO
 
 APP_SERVICES = ("producer", "worker", "rpc_server")
 # An environment variable that holds a credential by its name.

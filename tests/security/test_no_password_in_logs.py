@@ -23,11 +23,11 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from testbed.broker import free_port
+from testbed.processes import Service, ServiceFactory
 from tests.support.amqp import publish_tasks
 from tests.support.broker import BrokerUnderTest
 from tests.support.faults import metric, wait_until
-from tests.support.services import Service, ServiceFactory
-from warren.localbroker import free_port
 
 SERVICES = ("worker", "rpc_server", "producer")
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
+from testbed.processes import REPO
 from tests.k8s.manifests import Obj
 from tests.support.needs import need
-from tests.support.services import REPO
 
 INSTALL_HINT = "run .ci/install-security-tools.sh"
 WARREN_DEPLOYMENTS = ("producer", "rpc-server", "worker")

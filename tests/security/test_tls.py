@@ -22,11 +22,11 @@ from urllib.parse import quote
 import pytest
 
 from rpc_server.client import RpcClient
+from testbed.broker import BrokerStartError, LocalBroker, free_port, rabbitmq_available
+from testbed.processes import ServiceFactory
 from tests.support.faults import Tally, log_events, wait_until
 from tests.support.needs import need
-from tests.support.services import ServiceFactory
 from tests.support.tls import Certificates, make_certificates, tls_config
-from warren.localbroker import BrokerStartError, LocalBroker, free_port, rabbitmq_available
 from warren.settings import Settings
 
 
@@ -71,7 +71,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
 
 @pytest.fixture
 def tls_services(tmp_path: Path) -> Iterator[ServiceFactory]:
-    factory = ServiceFactory(tmp_path, {"TASK_MODULES": "tests.support.record_tasks",
+    factory = ServiceFactory(tmp_path, {"TASK_MODULES": "testbed.record_tasks",
                                         "SHUTDOWN_GRACE_S": "5"})
     yield factory
     factory.stop_all()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pika
 
+from testbed.broker import LocalBroker, rabbitmq_available
 from tests.support.needs import need
-from warren.localbroker import LocalBroker, rabbitmq_available
 
 TEST_QUEUES = ("task_queue", "task_queue.retry", "task_queue.dead", "rpc_queue")
 

@@ -1,7 +1,7 @@
 """Helpers for fault tests: waiting, the producer's closing summary, and the loss count.
 
 A fault test runs the real services (producer, workers) as subprocesses with
-the `record` task (tests/support/record_tasks.py), injects a fault, and then
+the `record` task (testbed/record_tasks.py), injects a fault, and then
 accounts for every message: the producer exits 0 only when every message was
 confirmed, and each message id the workers recorded is one task done.
 """
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.record_tasks import read_records
-from tests.support.services import Service, ServiceFactory
+from testbed.processes import Service, ServiceFactory
+from testbed.record_tasks import read_records
 
 _SUMMARY = re.compile(
     r"^published (?P<total>\d+) messages \((?P<sends>\d+) sends\): confirmed (?P<confirmed>\d+), "

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.support.services import REPO
+from testbed.processes import REPO
 
 SECRET = "Do-Not-Print-Me"
 

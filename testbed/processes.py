@@ -9,14 +9,32 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from warren.localbroker import free_port
+from testbed.broker import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def spawn(args: Sequence[str], env: Mapping[str, str] | None = None, log: Path | None = None,
+          *, new_session: bool = False) -> subprocess.Popen[bytes]:
+    """`python <args>` from the repository root, output appended to `log` (or dropped).
+
+    The one way the tests, the benchmarks and `make local` start warren's processes:
+    the repository on PYTHONPATH (test task modules live there), JSON logs.
+    """
+    full_env = {**os.environ, "LOG_FORMAT": "json", **(env or {}), "PYTHONPATH": str(REPO)}
+    out = log.open("ab") if log else subprocess.DEVNULL
+    try:
+        return subprocess.Popen([sys.executable, *args], env=full_env, cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=new_session)
+    finally:
+        if log:
+            out.close()
 
 
 @dataclass
@@ -29,13 +47,8 @@ class Service:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Service:
-        env = {**os.environ, "LOG_FORMAT": "json", "METRICS_PORT": str(self.port), **self.env}
-        env["PYTHONPATH"] = str(REPO)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", self.module, *self.args], env=env, cwd=REPO,
-                stdout=log, stderr=subprocess.STDOUT,
-            )
+        self.process = spawn(["-m", self.module, *self.args],
+                             {"METRICS_PORT": str(self.port), **self.env}, self.log_path)
         return self
 
     def wait_ready(self, timeout_s: float = 30.0) -> Service:

@@ -1,6 +1,6 @@
 """A task that leaves a trace on disk, so tests can count exactly what was done.
 
-Loaded into test workers with TASK_MODULES=tests.support.record_tasks.
+Loaded into test workers with TASK_MODULES=testbed.record_tasks.
 """
 
 from __future__ import annotations

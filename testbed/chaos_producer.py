@@ -1,4 +1,4 @@
-"""`python -m tests.support.chaos_producer`: warren's ConfirmingPublisher, with ids a checker knows.
+"""`python -m testbed.chaos_producer`: warren's ConfirmingPublisher, with ids a checker knows.
 
 The producer CLI gives every message a random id and reports counts only. A
 Jepsen-style check needs to know *which* messages the broker confirmed, so this
@@ -59,7 +59,7 @@ def summary(r: PublishReport) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tests.support.chaos_producer")
+    p = argparse.ArgumentParser(prog="python -m testbed.chaos_producer")
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--prefix", required=True, help="message ids are <prefix>-<seq>")
     p.add_argument("--confirmed", type=Path, required=True, help="write confirmed ids here")

@@ -9,7 +9,6 @@ first, then the workers (each finishes and acks its task in hand), then the node
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import signal
 import subprocess
@@ -21,10 +20,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from warren.localbroker import BrokerStartError, LocalBroker, free_port  # noqa: E402
+from testbed.broker import BrokerStartError, LocalBroker, free_port
+from testbed.processes import REPO, spawn
 
 STATE = REPO / ".local-cluster"
 
@@ -81,13 +78,10 @@ def broker_for(state: Path, fresh: bool) -> LocalBroker:
                        password=password_file.read_text().strip())
 
 
-def spawn(name: str, args: list[str], env: dict[str, str], logs: Path) -> Proc:
+def start(name: str, args: list[str], env: dict[str, str], logs: Path) -> Proc:
     port = free_port()
-    full_env = {**os.environ, **env, "METRICS_PORT": str(port), "WORKER_ID": name,
-                "LOG_FORMAT": "json", "PYTHONPATH": str(REPO)}
-    log = (logs / f"{name}.log").open("ab")
-    popen = subprocess.Popen([sys.executable, "-m", *args], env=full_env, cwd=REPO,
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    popen = spawn(["-m", *args], {**env, "METRICS_PORT": str(port), "WORKER_ID": name},
+                  logs / f"{name}.log", new_session=True)
     return Proc(name, port, popen)
 
 
@@ -142,8 +136,8 @@ def main() -> int:
         node.start_on_free_ports()
     print(f"RabbitMQ is up (management UI {node.management_url}, user {node.user})")
     env = {"AMQP_URL": node.url, "PREFETCH": args.prefetch}
-    workers = [spawn(f"worker-{i + 1}", ["worker"], env, logs) for i in range(args.workers)]
-    producer = spawn("producer", ["producer", "--count", "0", "--rate", str(args.rate),
+    workers = [start(f"worker-{i + 1}", ["worker"], env, logs) for i in range(args.workers)]
+    producer = start("producer", ["producer", "--count", "0", "--rate", str(args.rate),
                                   "--heavy-light", str(args.heavy), str(args.light),
                                   "--no-progress"], env, logs)
     stop = {"now": False}

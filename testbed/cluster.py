@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from warren.localbroker import LocalBroker
+from testbed.broker import LocalBroker
 
 
 @dataclass

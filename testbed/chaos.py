@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tests.support.chaos_producer import message_id
-from tests.support.record_tasks import read_records
-from tests.support.services import Service
-from warren.localbroker import LocalBroker
+from testbed.broker import LocalBroker
+from testbed.chaos_producer import message_id
+from testbed.processes import Service
+from testbed.record_tasks import read_records
 
 FaultKind = Literal["kill", "restart"]
 TASK_QUEUES = ("task_queue", "task_queue.retry", "task_queue.dead")
@@ -363,7 +363,7 @@ class ChaosRun:
         self.confirmed_path = workdir / "confirmed.ids"
         self.prefix = f"chaos{plan.seed}"
         env = {"AMQP_URL": url, "PREFETCH": str(plan.prefetch), "SHUTDOWN_GRACE_S": "10",
-               "TASK_MODULES": "tests.support.chaos_tasks", "LOG_LEVEL": "INFO",
+               "TASK_MODULES": "testbed.chaos_tasks", "LOG_LEVEL": "INFO",
                "CHAOS_LOG": str(self.executions), "CHAOS_DB": str(self.db)}
         self.pool = WorkerPool(workdir, env, plan.workers, plan.seed)
         self.killer = Killer(self.pool, plan.kill_every_s)
@@ -394,7 +394,7 @@ class ChaosRun:
     # -- publishers --------------------------------------------------------------------
     def _start_publishers(self) -> None:
         env = {"AMQP_URL": self.url, "LOG_LEVEL": "INFO"}
-        self.producer = Service("tests.support.chaos_producer", env,
+        self.producer = Service("testbed.chaos_producer", env,
                                 self.workdir / "producer.log", [
                                     "--count", str(self.plan.tasks), "--prefix", self.prefix,
                                     "--confirmed", str(self.confirmed_path),
@@ -522,7 +522,7 @@ def _published_total(summary: str) -> int:
 def start_workers(workdir: Path, url: str, count: int, prefetch: int = 10) -> WorkerPool:
     """Plain warren workers running the chaos task on `url`, nobody killing them."""
     env = {"AMQP_URL": url, "PREFETCH": str(prefetch), "LOG_LEVEL": "INFO",
-           "TASK_MODULES": "tests.support.chaos_tasks",
+           "TASK_MODULES": "testbed.chaos_tasks",
            "CHAOS_LOG": str(workdir / "executions.log"), "CHAOS_DB": str(workdir / "effects.db")}
     pool = WorkerPool(workdir, env, count, seed=0)
     pool.start()

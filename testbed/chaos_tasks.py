@@ -1,6 +1,6 @@
 """The chaos runs' task: log every execution, and make one exactly-once write per message.
 
-Loaded into workers with TASK_MODULES=tests.support.chaos_tasks, with CHAOS_LOG and
+Loaded into workers with TASK_MODULES=testbed.chaos_tasks, with CHAOS_LOG and
 CHAOS_DB naming the run's files. The execution log shows what at-least-once
 delivery really ran, repeats included; the `effects` table shows what
 `worker.idempotency.exactly_once` leaves behind: one row per message.
