@@ -18,6 +18,14 @@ ATTEMPTS_HEADER = "x-warren-attempts"
 REASON_HEADER = "x-warren-reason"
 ERROR_HEADER = "x-warren-last-error"
 WORKER_HEADER = "x-warren-worker"
+# Set by the broker; a copy starts its own history, so they never travel on. A forged
+# x-death in a retry copy crashed RabbitMQ 3.10's dead-lettering of the copy back
+# (rabbit_dead_letter); 4.x ignores x-death on published messages altogether.
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+BROKER_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-queue",
+                            "x-first-death-reason", "x-last-death-exchange",
+                            "x-last-death-queue", "x-last-death-reason",
+                            DELIVERY_COUNT_HEADER})
 DOTS_TASK = "dots"
 
 
@@ -90,9 +98,3 @@ def _decode_text(body: bytes) -> Task:
     except UnicodeDecodeError:
         raise MalformedMessage("body is not valid UTF-8") from None
     return Task(DOTS_TASK, {"count": text.count(".")})
-
-
-def attempts_of(properties: pika.BasicProperties) -> int:
-    """How many times this task already failed (0 for a fresh one)."""
-    value = (properties.headers or {}).get(ATTEMPTS_HEADER, 0)
-    return value if isinstance(value, int) and value >= 0 else 0

@@ -80,6 +80,8 @@ def _with_worker_id(settings: Settings) -> Settings:
 
 def _read(env: Mapping[str, str], name: str, parse: Callable[[str], object]) -> object | None:
     raw = env.get(name)
+    if raw is not None and raw.strip() == "" and name in EMPTY_MEANS_OFF:
+        return ""
     if raw is None or raw.strip() == "":
         return None
     try:
@@ -203,3 +205,5 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 
 ENV_VARS: tuple[str, ...] = tuple(_FIELDS)
+# Set but empty turns these off; for every other variable an empty value means the default.
+EMPTY_MEANS_OFF = frozenset({"EVENTS_EXCHANGE"})

@@ -18,47 +18,58 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
-import pika
-import pika.exceptions as pex
 import structlog
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from warren.amqp import UNDECODABLE_HEADERS
+from warren.amqp import Message
+from warren.amqp.wire import printable, text
 from warren.errors import MalformedMessage
 from warren.messages import decode_task
 from worker import metrics
+from worker.policy import Result
 from worker.tasks import TaskRegistry, set_current_task_id
 
 log = structlog.get_logger("worker")
 
-Kind = Literal["done", "failed", "malformed"]
 INLINE_WAIT_S = 0.01
+Wake = Callable[[Callable[[], None]], bool]  # run a callable on the I/O thread; False if gone
 
 
 @dataclass(frozen=True)
 class Delivery:
-    connection: BlockingConnection
-    channel: BlockingChannel
-    tag: int
-    properties: pika.BasicProperties
-    body: bytes
+    message: Message
+    session: int  # delivery tags repeat on every connection: a tag means something only here
+
+    @property
+    def tag(self) -> int:
+        return self.message.tag
 
     @property
     def task_id(self) -> str:
-        return self.properties.message_id or f"tag-{self.tag}"
+        return text(self.message.properties.message_id) or f"tag-{self.message.tag}"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: Kind
+    result: Result
     task_type: str = ""
     error: str = ""
     duration_s: float = 0.0
 
 
 Finished = tuple[Delivery, Outcome]
+
+
+def message_of(exc: BaseException) -> str:
+    """An exception's text, fit for a header or a log line, whatever it holds."""
+    try:
+        return printable(str(exc))
+    except Exception:  # a __str__ that raises must not take the runner down
+        return "<unprintable>"
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {message_of(exc)}"
 
 
 class Runner:
@@ -73,6 +84,8 @@ class Runner:
         self._wake_pending = False
         self._outstanding = 0  # submitted, not yet handed back
         self._inline_waiting = False
+        self._session = 0
+        self._wake: Wake = lambda _callback: False
         self._thread = threading.Thread(target=self._loop, name="task-runner", daemon=True)
 
     def start(self) -> None:
@@ -80,6 +93,13 @@ class Runner:
 
     def stop(self) -> None:
         self.jobs.put(None)
+
+    def new_session(self, session: int, wake: Wake) -> None:
+        """A new connection: results and bookkeeping of the old one are void."""
+        with self._lock:
+            self._session, self._wake = session, wake
+            self._finished = []
+            self._wake_pending = False
 
     def submit(self, delivery: Delivery, wait_s: float = INLINE_WAIT_S) -> list[Finished]:
         """Queue a delivery; if the runner was idle, wait briefly and return quick results."""
@@ -113,59 +133,53 @@ class Runner:
             if delivery is None:
                 self.jobs.put(None)
                 return out
-            self._done_with(delivery)
+            self._done_with()
             out.append(delivery)
 
-    def reset(self) -> None:
-        """A new connection: results and bookkeeping of the old one are void."""
-        with self._lock:
-            self._finished = []
-            self._wake_pending = False
-
-    def _done_with(self, _delivery: Delivery) -> None:
+    def _done_with(self) -> None:
         with self._lock:
             self._outstanding = max(0, self._outstanding - 1)
 
     def _loop(self) -> None:
         while (delivery := self.jobs.get()) is not None:
-            if not delivery.channel.is_open:
-                self._done_with(delivery)  # its connection is gone; the broker requeued it
+            if delivery.session != self._session:
+                self._done_with()  # its connection is gone; the broker requeued it
                 continue
             # No message_id, no idempotency key: a delivery tag repeats on every channel.
-            set_current_task_id(delivery.properties.message_id or "")
+            set_current_task_id(text(delivery.message.properties.message_id))
             with structlog.contextvars.bound_contextvars(task_id=delivery.task_id):
                 try:
-                    outcome = self.execute(delivery)
+                    outcome = self.execute(delivery.message)
                 except Exception as exc:  # one message must never kill the runner thread
                     log.exception("task_runner_error")
-                    outcome = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
+                    outcome = Outcome("failed", error=describe(exc))
             self._hand_back(delivery, outcome)
 
-    def execute(self, delivery: Delivery) -> Outcome:
-        if (delivery.properties.headers or {}).get(UNDECODABLE_HEADERS):
-            return Outcome("malformed", error="headers could not be decoded")
+    def execute(self, message: Message) -> Outcome:
         try:
-            task = decode_task(delivery.body, delivery.properties.content_type,
+            task = decode_task(message.body, text(message.properties.content_type) or None,
                                max_bytes=self.max_body_bytes)
         except MalformedMessage as exc:
-            return Outcome("malformed", error=str(exc))
+            return Outcome("malformed", error=message_of(exc))
         started = time.perf_counter()
-        kind: Kind = "done"
+        result: Result = "done"
         error = ""
         try:
             self.registry.resolve(task)()
         except MalformedMessage as exc:
-            kind, error = "malformed", str(exc)
+            result, error = "malformed", message_of(exc)
         except Exception as exc:
-            kind, error = "failed", f"{type(exc).__name__}: {exc}"
+            result, error = "failed", describe(exc)
         duration = time.perf_counter() - started
         metrics.TASK_DURATION.observe(duration)
         metrics.BUSY.inc(duration)
-        return Outcome(kind, task.type, error, duration)
+        return Outcome(result, task.type, error, duration)
 
     def _hand_back(self, delivery: Delivery, outcome: Outcome) -> None:
         with self._lock:
             self._outstanding = max(0, self._outstanding - 1)
+            if delivery.session != self._session:
+                return  # the broker has requeued it with its connection
             self._finished.append((delivery, outcome))
             if self._inline_waiting:
                 self._lock.notify()
@@ -173,9 +187,8 @@ class Runner:
             if self._wake_pending:
                 return  # the I/O thread will take this one with the batch it was woken for
             self._wake_pending = True
-        try:
-            delivery.connection.add_callback_threadsafe(self._settle_batch)
-        except (pex.AMQPError, RuntimeError, ValueError, OSError):
+            wake = self._wake
+        if not wake(self._settle_batch):
             dropped = self.take_finished()
             log.warning("results_dropped", count=len(dropped),
                         reason="connection closed; the broker redelivers")

@@ -80,8 +80,9 @@ def test_a_call_with_no_server_times_out_clearly(amqp_url: str) -> None:
         # Nobody declared rpc_queue: the mandatory request comes straight back.
         with pytest.raises(RpcError, match="unroutable"):
             client.call(1, 2)
-        channel = client._connection.channel()
-        channel.queue_declare("rpc_queue")  # a queue, but no server on it
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        conn.channel().queue_declare("rpc_queue")  # a queue, but no server on it
+        conn.close()
         started = time.monotonic()
         with pytest.raises(RpcTimeout, match=r"no reply from 'rpc_queue' within 0\.5s"):
             client.call(1, 2)

@@ -1,0 +1,18 @@
+"""Everything warren knows about pika, behind a few names.
+
+    run_sessions(settings, name, stop, handler)   the connect/declare/run/reconnect loop
+    Link, Channel                                 a connection and its channels
+    Message, Outgoing                             a delivery, a message to send
+    Publisher, PublishEvents                      publishing with confirms and re-sends
+    wire.install(), wire.republished()            lenient decoding; copies that keep headers
+
+No other module imports pika's connections, channels or exceptions.
+"""
+
+from warren.amqp.connect import connect, translate
+from warren.amqp.link import Channel, Link, Message, Outgoing
+from warren.amqp.publisher import Publisher, PublishEvents
+from warren.amqp.session import SessionHandler, run_sessions
+
+__all__ = ["Channel", "Link", "Message", "Outgoing", "PublishEvents", "Publisher",
+           "SessionHandler", "connect", "run_sessions", "translate"]
