@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from tests.monitoring.prom_tools import MAJORS, need_release
 from tests.monitoring.support import (
     BUILD_SCRIPT,
     DASHBOARD_JSON,
@@ -35,7 +36,7 @@ from tests.monitoring.support import (
     substitute,
     yaml_scalar,
 )
-from tests.support.needs import need, need_tool
+from tests.support.needs import need
 
 TITLE = "warren — fair dispatch"
 VARIABLES = {"queue", "instance"}
@@ -151,9 +152,10 @@ def test_job_names_are_the_shared_ones(dashboard: dict[str, Any]) -> None:
             assert set(names) <= set(JOB_NAMES), f"unknown job {matcher!r} in {text[:80]!r}"
 
 
-def test_every_query_parses(tmp_path: Path, dashboard: dict[str, Any]) -> None:
+@pytest.mark.parametrize("major", MAJORS, ids=lambda major: f"promtool{major}")
+def test_every_query_parses(tmp_path: Path, dashboard: dict[str, Any], major: int) -> None:
     """Each query (variables substituted) as a recording rule through `promtool check rules`."""
-    promtool = need_tool("promtool", "apt-get install prometheus")
+    promtool = need_release(major).promtool
     rules = [{"record": f"panel_{q.panel_id}_{q.ref_id}", "expr": substitute(q.expr, TEST_VALUES)}
              for q in panel_queries(dashboard)]
     path = tmp_path / "panels.yml"
