@@ -5,7 +5,9 @@
 #     started privately by the live tests (free port, temp storage);
 #   - prometheus + promtool 3.x (Debian unstable's packages, unpacked into
 #     /opt/prometheus-3/bin): the same checks and live tests again, on what users pull;
-#   - rabbitmq-server (the live tests start their own node through testbed.broker).
+#   - rabbitmq-server (the live tests start their own node through testbed.broker);
+#   - the local/rabbitmq:4.3-management image (../shared/tools/offline-images --suite sid):
+#     the live tests run a second stack on a RabbitMQ 4.x node in Docker.
 # Idempotent: installs only what is missing (a second run takes about a second). It
 # leaves no server running: the tests never use port 9090 or the packaged services, and a
 # packaged Prometheus would only get in the way of a developer's compose stack.
@@ -14,6 +16,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 POLICY=/usr/sbin/policy-rc.d
 PROM3_DIR=${PROMETHEUS3_BIN:-/opt/prometheus-3/bin}
+repo="$(cd "$(dirname "$0")/.." && pwd)"
 log() { echo "install-monitoring-tools: $*" >&2; }
 
 cleanup=()
@@ -96,6 +99,16 @@ SOURCES
   for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$tmp/root"; done
   install -D -m 0755 "$tmp/root/usr/bin/prometheus" "$PROM3_DIR/prometheus"
   install -D -m 0755 "$tmp/root/usr/bin/promtool" "$PROM3_DIR/promtool"
+fi
+
+# 3. RabbitMQ 4.x for the live tests: the stand-in image built from Debian unstable (no
+# registry can be reached here). offline-images installs and starts Docker if no engine
+# answers, builds only what is missing and takes well under a second when warm.
+stand_ins="$repo/../shared/tools/offline-images"
+if [ -x "$stand_ins" ]; then
+  "$stand_ins" --suite sid rabbitmq >/dev/null
+else
+  log "no $stand_ins: the RabbitMQ 4.x live tests will not find their image"
 fi
 
 for tool in prometheus promtool "$PROM3_DIR/prometheus" "$PROM3_DIR/promtool"; do
