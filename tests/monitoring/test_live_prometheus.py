@@ -97,6 +97,11 @@ def test_every_panel_query_evaluates(stack: Stack) -> None:
     assert not failures, "\n".join(failures)
 
 
+def test_the_server_is_the_release_it_claims(stack: Stack) -> None:
+    buildinfo = stack.api.get("/api/v1/status/buildinfo")["data"]
+    assert buildinfo["version"] == stack.release.version, buildinfo
+
+
 def test_every_target_is_scraped(stack: Stack) -> None:
     """Prometheus 3 fails a scrape whose Content-Type it does not know (2.x guessed): the
     broker's and the services' answers must be accepted as they are."""
