@@ -1,9 +1,10 @@
 """The Grafana dashboard and provisioning hold together, without Grafana.
 
-Structure: unique panel ids, one datasource uid shared with provisioning, a query in
-every panel, the template variables, job and metric names that exist. Every query
-also goes through promtool's PromQL parser here; test_live_prometheus runs them
-against real data.
+The dashboard is built with Grafana's Foundation SDK (test_dashboard_sdk checks it
+against the SDK's models). Structure: unique panel ids, one datasource uid shared with
+provisioning, a query in every panel, the template variables, job and metric names
+that exist. Every query also goes through promtool's PromQL parser here (2.x and 3.x);
+test_live_prometheus runs them against real data.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from tests.monitoring.support import (
 from tests.support.needs import need
 
 TITLE = "warren — fair dispatch"
+UID = "warren-fair-dispatch"  # bookmarks and links to /d/<uid> rely on it
 VARIABLES = {"queue", "instance"}
 GRAFANA_BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 TEST_VALUES = {**GRAFANA_BUILTINS, "queue": "task_queue", "instance": ".*"}
@@ -67,12 +69,12 @@ def test_json_is_what_the_build_script_renders() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert DASHBOARD_JSON.read_text(encoding="utf-8") == module.render(), (
-        "warren.json is stale: run `python monitoring/grafana/build_dashboard.py`")
+        "warren.json is stale: run `.venv/bin/python monitoring/grafana/build_dashboard.py`")
 
 
 def test_title_uid_and_required_panels(dashboard: dict[str, Any]) -> None:
     assert dashboard["title"] == TITLE
-    assert dashboard["uid"]
+    assert dashboard["uid"] == UID
     titles = [panel["title"] for panel in all_panels(dashboard)]
     missing = [want for want in REQUIRED_PANELS if not any(want in t for t in titles)]
     assert not missing, f"panels missing: {missing}"
