@@ -41,7 +41,8 @@ class PublishReport:
     @property
     def complete(self) -> bool:
         """Every message the source had was confirmed and routed to a queue."""
-        return ((self.exhausted or self.endless) and self.confirmed >= self.total and self.returned == 0
+        ended = self.exhausted or self.endless
+        return (ended and self.confirmed >= self.total and self.returned == 0
                 and self.unconfirmed == 0)
 
 

@@ -42,6 +42,7 @@ log = structlog.get_logger("worker")
 
 PERSISTENT = pika.DeliveryMode.Persistent.value
 EVENT_PROPS = pika.BasicProperties(content_type="application/json")
+LONG_MAX = 2**63 - 1  # the largest integer an AMQP table holds
 
 
 class Worker:
@@ -177,7 +178,7 @@ class Worker:
                    ) -> tuple[str, dict[str, object], frozenset[str], str | None]:
         """(queue, headers to set, headers to drop, expiration) for the decision's copy."""
         s = self.settings
-        attempts = {ATTEMPTS_HEADER: decision.attempts}
+        attempts = {ATTEMPTS_HEADER: min(decision.attempts, LONG_MAX)}
         if decision.action == "park":
             return s.dead_queue, {**attempts, REASON_HEADER: decision.reason}, frozenset(), None
         counted = {**attempts, ERROR_HEADER: decision.reason}
@@ -189,7 +190,7 @@ class Worker:
         """An unstarted delivery at shutdown goes back as a fresh copy: it was not attempted."""
         facts = _facts(delivery.message)
         properties = republished(delivery.message.properties, drop={DELIVERY_COUNT_HEADER},
-                                 set_headers={ATTEMPTS_HEADER: facts.prior_failures})
+                                 set_headers={ATTEMPTS_HEADER: min(facts.prior_failures, LONG_MAX)})
         self.outbox.send(Outgoing(delivery.message.body, properties, self.settings.task_queue),
                          partial(self._copy_confirmed, self._link, self._session, delivery.tag))
 
