@@ -15,7 +15,6 @@ import pytest
 from tests.k8s.manifests import (
     EXTERNAL,
     K8S,
-    NAMESPACE,
     Obj,
     config,
     containers,
@@ -185,22 +184,18 @@ def test_the_credentials_agree_with_each_other(variant: str, objects: list[Obj])
     user, password = creds["RABBITMQ_DEFAULT_USER"], creds["RABBITMQ_DEFAULT_PASS"]
     assert user != "guest"
     (amqp,) = parse_amqp_urls(creds["AMQP_URL"])
-    management = creds["RABBITMQ_MANAGEMENT_URL"]
-    for url in (amqp, management):
-        parts = urlsplit(url)
-        assert (parts.username, parts.password) == (user, password), url.split("@")[-1]
-    _check_amqp_host(objects, urlsplit(amqp))
-    _check_management_url(urlsplit(management))
+    parts = urlsplit(amqp)
+    assert (parts.username, parts.password) == (user, password), amqp.split("@")[-1]
+    _check_amqp_host(objects, parts)
+
+
+def test_nothing_needs_the_management_api_credentials() -> None:
+    """The autoscaler reads Prometheus, not the management API: no URL with a password for
+    it in the Secret (docs/KUBERNETES.md, "Credentials")."""
+    assert "RABBITMQ_MANAGEMENT_URL" not in _example_keys()
 
 
 def _check_amqp_host(objects: list[Obj], parts: SplitResult) -> None:
     service = find(objects, "Service", str(parts.hostname).split(".")[0])
     assert service is not None, f"AMQP_URL host {parts.hostname} is no Service"
     assert parts.port in {p["port"] for p in service["spec"]["ports"]}
-
-
-def _check_management_url(parts: SplitResult) -> None:
-    """KEDA's operator runs in its own namespace: a short host would not resolve there."""
-    assert str(parts.hostname).startswith(f"rabbitmq.{NAMESPACE}.svc"), parts.hostname
-    assert (parts.scheme, parts.port) == ("http", 15672)
-    assert parts.path == "/", "KEDA wants a trailing slash when the URL names no vhost"
