@@ -3,14 +3,11 @@ shutdown grace, credentials."""
 
 from __future__ import annotations
 
-import copy
 import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from urllib.parse import SplitResult, urlsplit
-
-import pytest
 
 from tests.k8s.manifests import (
     EXTERNAL,
@@ -72,20 +69,7 @@ def test_warren_containers_get_amqp_url_from_a_secret(objects: list[Obj]) -> Non
         assert entry["valueFrom"]["secretKeyRef"]["key"] == "AMQP_URL", ident(owner)
 
 
-def test_the_grace_period_outlasts_the_shutdown_grace(objects: list[Obj]) -> None:
-    """SIGTERM → finish and ack within SHUTDOWN_GRACE_S; SIGKILL must come later."""
-    grace = _settings(objects).shutdown_grace_s
-    for owner, spec, _ in warren_containers(objects):
-        period = spec.get("terminationGracePeriodSeconds", 30)
-        assert period >= grace + 5, f"{ident(owner)}: {period}s vs SHUTDOWN_GRACE_S={grace}"
-
-
-def test_a_longer_shutdown_grace_in_the_config_map_is_caught(objects: list[Obj]) -> None:
-    changed = copy.deepcopy(objects)
-    cm = next(o for o in of_kind(changed, "ConfigMap") if "SHUTDOWN_GRACE_S" in o["data"])
-    cm["data"]["SHUTDOWN_GRACE_S"] = "600"
-    with pytest.raises(AssertionError):
-        test_the_grace_period_outlasts_the_shutdown_grace(changed)
+# Shutdown grace against terminationGracePeriodSeconds: tests/k8s/test_scale_down.py.
 
 
 # ---- ports and probes --------------------------------------------------------------
