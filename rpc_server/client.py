@@ -20,10 +20,8 @@ import time
 import uuid
 from collections.abc import Iterable
 
-import pika
-
 from rpc_server.protocol import Form, RpcError, decode_reply, encode_request
-from warren.amqp import Link, Message, Outgoing, connect
+from warren.amqp import BasicProperties, Link, Message, Outgoing, connect
 from warren.amqp.wire import text
 from warren.errors import ExitCode, SettingsError, WarrenError
 from warren.settings import Settings
@@ -60,7 +58,7 @@ class RpcClient:
         """
         correlation_id = uuid.uuid4().hex
         body, content_type = encode_request(a, b, self.form)
-        props = pika.BasicProperties(
+        props = BasicProperties(
             reply_to=self._reply_to, correlation_id=correlation_id, content_type=content_type,
             expiration=str(max(1, int(self.timeout_s * 1000))),
         )

@@ -10,12 +10,11 @@ from __future__ import annotations
 import threading
 import time
 
-import pika
 import structlog
 
 from rpc_server import metrics
 from rpc_server.protocol import BadRequest, detect_form, encode_error, encode_result, parse_request
-from warren.amqp import Channel, Link, Message, Outgoing, run_sessions
+from warren.amqp import BasicProperties, Channel, Link, Message, Outgoing, run_sessions
 from warren.amqp.wire import text
 from warren.errors import ExitCode
 from warren.health import Health
@@ -86,7 +85,7 @@ class RpcServer:
         # a request that comes back to close the next connection too. Replies are at most
         # once anyway: a caller times out. Both leave together with the next I/O pass.
         channel.ack(message.tag)
-        channel.publish(Outgoing(reply, pika.BasicProperties(
+        channel.publish(Outgoing(reply, BasicProperties(
             correlation_id=props.correlation_id, content_type=content_type), props.reply_to))
         metrics.REQUESTS.labels(outcome).inc()
         metrics.DURATION.observe(time.perf_counter() - started)

@@ -8,8 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pika
-
+from warren.amqp import PERSISTENT, BasicProperties
 from warren.errors import MalformedMessage
 
 JSON = "application/json"
@@ -44,10 +43,10 @@ def task_properties(
     *,
     message_id: str | None = None,
     headers: dict[str, Any] | None = None,
-) -> pika.BasicProperties:
-    return pika.BasicProperties(
+) -> BasicProperties:
+    return BasicProperties(
         content_type=content_type,
-        delivery_mode=pika.DeliveryMode.Persistent,
+        delivery_mode=PERSISTENT,
         message_id=message_id or os.urandom(16).hex(),  # 128 random bits, as uuid4
         timestamp=int(time.time()),
         headers=headers,

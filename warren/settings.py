@@ -13,8 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-import pika
-
+from warren.amqp.connect import check_url
 from warren.bindings import Binding, parse_bindings
 from warren.errors import SettingsError
 
@@ -104,9 +103,9 @@ def parse_amqp_urls(raw: str) -> tuple[str, ...]:
         except ValueError:
             raise ValueError(f"bad port in {redact_url(url)!r}") from None
         try:  # the query options too (heartbeat=, ssl_options=, ...), as pika will read them
-            pika.URLParameters(url)
-        except (ValueError, TypeError, SyntaxError, OSError) as exc:  # OSError: a CA file
-            raise ValueError(f"{redact_url(url)!r}: {type(exc).__name__}: {exc}") from None
+            check_url(url)
+        except ValueError as exc:
+            raise ValueError(f"{redact_url(url)!r}: {exc}") from None
     if not urls:
         raise ValueError("no URL given")
     return urls

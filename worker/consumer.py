@@ -15,10 +15,17 @@ import threading
 import time
 from functools import partial
 
-import pika
 import structlog
 
-from warren.amqp import Channel, Link, Message, Outgoing, run_sessions
+from warren.amqp import (
+    PERSISTENT,
+    BasicProperties,
+    Channel,
+    Link,
+    Message,
+    Outgoing,
+    run_sessions,
+)
 from warren.amqp.wire import printable, republished, text
 from warren.errors import ExitCode, Refused
 from warren.health import Health
@@ -40,8 +47,7 @@ from worker.tasks import TaskRegistry
 
 log = structlog.get_logger("worker")
 
-PERSISTENT = pika.DeliveryMode.Persistent.value
-EVENT_PROPS = pika.BasicProperties(content_type="application/json")
+EVENT_PROPS = BasicProperties(content_type="application/json")
 LONG_MAX = 2**63 - 1  # the largest integer an AMQP table holds
 
 
@@ -229,7 +235,7 @@ class Worker:
         except Exception as exc:
             log.exception("settle_failed", task_id=delivery.task_id)
             reason = printable(f"internal error while settling: {type(exc).__name__}: {exc}")
-            plain = pika.BasicProperties(
+            plain = BasicProperties(
                 delivery_mode=PERSISTENT, message_id=text(delivery.message.properties.message_id),
                 headers={REASON_HEADER: reason, WORKER_HEADER: self.settings.worker_id})
             self.outbox.send(Outgoing(delivery.message.body, plain, self.settings.dead_queue),

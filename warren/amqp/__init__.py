@@ -9,10 +9,28 @@
 No other module imports pika's connections, channels or exceptions.
 """
 
-from warren.amqp.connect import connect, translate
+import pika
+
+from warren.amqp.connect import check_url, connect, translate
 from warren.amqp.link import Channel, Link, Message, Outgoing
 from warren.amqp.publisher import Publisher, PublishEvents
 from warren.amqp.session import SessionHandler, run_sessions
 
-__all__ = ["Channel", "Link", "Message", "Outgoing", "PublishEvents", "Publisher",
-           "SessionHandler", "connect", "run_sessions", "translate"]
+BasicProperties = pika.BasicProperties  # a message's properties: plain data, pika's class
+PERSISTENT = pika.DeliveryMode.Persistent.value  # delivery_mode 2: written to disk
+
+__all__ = [
+           "PERSISTENT",
+           "BasicProperties",
+           "Channel",
+           "Link",
+           "Message",
+           "Outgoing",
+           "PublishEvents",
+           "Publisher",
+           "SessionHandler",
+           "check_url",
+           "connect",
+           "run_sessions",
+           "translate",
+]

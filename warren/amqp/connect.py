@@ -8,6 +8,8 @@ way however often the request is repeated, so they end the attempt instead of lo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pika
 import pika.exceptions as pex
 
@@ -18,7 +20,9 @@ from warren.errors import (
     ExitCode,
     Refused,
 )
-from warren.settings import Settings
+
+if TYPE_CHECKING:
+    from warren.settings import Settings
 
 _AUTH_ERRORS = (pex.ProbableAuthenticationError, pex.ProbableAccessDeniedError,
                 pex.AuthenticationError)
@@ -38,6 +42,14 @@ def connection_parameters(settings: Settings, name: str) -> list[pika.URLParamet
         p.client_properties = {"connection_name": f"{name}:{settings.worker_id}"}
         params.append(p)
     return params
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError when pika cannot use `url`'s options (heartbeat=, ssl_options=...)."""
+    try:
+        pika.URLParameters(url)
+    except (ValueError, TypeError, SyntaxError, OSError) as exc:  # OSError: a CA file
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
 
 
 def connect(settings: Settings, name: str) -> pika.BlockingConnection:

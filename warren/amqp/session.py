@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -24,7 +24,9 @@ from warren.amqp.connect import connect
 from warren.amqp.link import Link
 from warren.backoff import Backoff
 from warren.errors import AuthenticationFailed, BrokerError, Refused
-from warren.settings import Settings
+
+if TYPE_CHECKING:
+    from warren.settings import Settings
 
 log = structlog.get_logger("warren.amqp")
 
