@@ -42,8 +42,7 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
 def run_service(name: str, run: Callable[[Settings, Health, threading.Event], int]) -> int:
     settings = load_settings_or_exit()
-    configure_logging(settings)
-    structlog.contextvars.bind_contextvars(service=name, worker_id=settings.worker_id)
+    configure_logging(settings, service=name)
     disable_created_metrics()  # half the series, and nothing on the dashboard reads them
     wire.install()  # any bytes another client put in a message's properties decode
     health = Health()

@@ -21,6 +21,7 @@ T = TypeVar("T")
 
 QueueType = Literal["classic", "quorum"]
 LogFormat = Literal["json", "console", "auto"]
+Isolation = Literal["thread", "process"]
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -49,6 +50,14 @@ class Settings:
     events_exchange: str = "warren.events"
     bindings: tuple[Binding, ...] = ()
     task_modules: tuple[str, ...] = ()
+    # Time limits, isolation, recycling (worker/lanes.py, worker/child.py). 0 turns a limit off.
+    task_time_limit_s: float = 0.0
+    task_time_limit_grace_s: float = 5.0
+    task_warn_after_s: float = 300.0
+    task_isolation: Isolation = "thread"
+    concurrency: int = 1
+    max_tasks_per_child: int = 0
+    max_memory_per_child_mb: int = 0
 
     @property
     def redacted_urls(self) -> tuple[str, ...]:
@@ -201,6 +210,13 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "EVENTS_EXCHANGE": ("events_exchange", _text),
     "BINDINGS": ("bindings", parse_bindings),
     "TASK_MODULES": ("task_modules", _module_list),
+    "TASK_TIME_LIMIT_S": ("task_time_limit_s", _non_negative_float),
+    "TASK_TIME_LIMIT_GRACE_S": ("task_time_limit_grace_s", _positive_float),
+    "TASK_WARN_AFTER_S": ("task_warn_after_s", _non_negative_float),
+    "TASK_ISOLATION": ("task_isolation", _one_of("thread", "process")),
+    "CONCURRENCY": ("concurrency", _int_in(1, 256)),
+    "MAX_TASKS_PER_CHILD": ("max_tasks_per_child", _int_in(0, 10**9)),
+    "MAX_MEMORY_PER_CHILD_MB": ("max_memory_per_child_mb", _int_in(0, 10**7)),
 }
 
 ENV_VARS: tuple[str, ...] = tuple(_FIELDS)

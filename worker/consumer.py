@@ -40,9 +40,10 @@ from warren.messages import (
 from warren.settings import Settings
 from warren.topology import apply_bindings, declare_events_exchange, declare_task_queues
 from worker import metrics, policy
+from worker.execution import Outcome
 from worker.outbox import Outbox
 from worker.prefetch import MIN_CHANGE_INTERVAL_S, AdaptivePrefetch
-from worker.runner import INLINE_WAIT_S, Delivery, Finished, Outcome, Runner
+from worker.runner import INLINE_WAIT_S, Delivery, Finished, Runner
 from worker.tasks import TaskRegistry
 
 log = structlog.get_logger("worker")
@@ -57,7 +58,8 @@ class Worker:
         self.settings = settings
         self.health = health
         self.stop = stop
-        self.runner = Runner(registry, settings.max_body_bytes, self._settle)
+        self.runner = Runner(registry, settings, self._settle, self._recycle)
+        metrics.OLDEST_TASK_AGE.set_function(self.runner.watchdog.oldest_age_s)
         self.outbox = Outbox(settings)
         self.adaptive = (AdaptivePrefetch(settings.prefetch_max)
                          if settings.prefetch == "auto" else None)
@@ -82,6 +84,12 @@ class Worker:
             self.outbox.close(self.settings.shutdown_grace_s)
         log.info("worker_stopped")
         return ExitCode.OK
+
+    def _recycle(self, reason: str) -> None:
+        """MAX_TASKS_PER_CHILD / MAX_MEMORY_PER_CHILD_MB with thread isolation: this process
+        drains as on SIGTERM and exits 0, for its supervisor to start a fresh one."""
+        log.info("worker_recycling", reason=reason)
+        self.stop.set()
 
     # -- the session ----------------------------------------------------------------------
     def open(self, link: Link) -> None:
@@ -147,7 +155,7 @@ class Worker:
             return
         # Waiting in place only pays when the broker sends nothing more until this ack
         # (prefetch 1); with a deeper window it would undo the batching of acks.
-        wait_s = INLINE_WAIT_S if self.prefetch == 1 else 0.0
+        wait_s = INLINE_WAIT_S if self.prefetch == 1 and len(self.runner.lanes) == 1 else 0.0
         quick = self.runner.submit(delivery, wait_s)
         if quick:
             self._settle(quick)

@@ -17,6 +17,8 @@ PREFETCH = Gauge("warren_worker_prefetch", "basic.qos prefetch count in force (0
 REDELIVERIES = Counter("warren_worker_redeliveries_total",
                        "Deliveries the broker flagged as redelivered")
 CONNECTED = Gauge("warren_worker_connected", "1 while connected and consuming")
+OLDEST_TASK_AGE = Gauge("warren_worker_oldest_task_age_seconds",
+                        "Seconds the oldest task running on this worker has run (0 when idle)")
 
 OUTCOMES = ("done", "retried", "parked", "rejected")
 # Resolved once: exports zeros from the first scrape, and spares a label lookup per task.
