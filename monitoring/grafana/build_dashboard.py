@@ -256,6 +256,13 @@ def worker_health_row(ids: PanelIds) -> Iterator[Item]:
             (quantile(0.5, "warren_worker_task_duration_seconds_bucket", W), "p50"),
             (quantile(0.99, "warren_worker_task_duration_seconds_bucket", W), "p99"),
         ], unit="s", w=12)
+    yield timeseries_panel(
+        ids, "Oldest task in flight",
+        "How long the task each worker has been running the longest has run so far: a line "
+        "that keeps climbing is a stuck task (alert WarrenTaskStuck; its id and type are in "
+        "the worker's task_slow log line).", [
+            (f"max by (instance) (warren_worker_oldest_task_age_seconds{{{W}}})", "{{instance}}"),
+        ], unit="s", w=24)
 
 
 def producer_row(ids: PanelIds) -> Iterator[Item]:
