@@ -62,8 +62,8 @@ def longest_task_s(container: Obj, objects: list[Obj]) -> float:
     if TIME_LIMIT in ENV_VARS:
         value = effective_env(container, objects).get(TIME_LIMIT)
         assert value, f"{TIME_LIMIT} exists: the manifests must state the limit they are sized for"
-        if float(value) > 0:
-            return float(value)
+        if float(value) > 0:  # the soft limit, then the grace before the hard one
+            return float(value) + settings_of(container, objects).task_time_limit_grace_s
     return MIX.cap_s
 
 
