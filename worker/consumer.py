@@ -34,6 +34,8 @@ from warren.messages import (
     BROKER_HEADERS,
     DELIVERY_COUNT_HEADER,
     ERROR_HEADER,
+    FIRST_FAILED_HEADER,
+    LAST_FAILED_HEADER,
     REASON_HEADER,
     WORKER_HEADER,
 )
@@ -50,6 +52,7 @@ log = structlog.get_logger("worker")
 
 EVENT_PROPS = BasicProperties(content_type="application/json")
 LONG_MAX = 2**63 - 1  # the largest integer an AMQP table holds
+STATUS_EVERY_S = 2.0  # a `worker` event this often: what `warren status` lists
 
 
 class Worker:
@@ -69,6 +72,9 @@ class Worker:
         self._session = 0
         self._consumer_tag = ""
         self._prefetch_changed_at = 0.0
+        self._counts: dict[str, int] = dict.fromkeys(metrics.OUTCOMES, 0)
+        self._status_at = 0.0
+        self._status_done = 0
 
     @property
     def prefetch(self) -> int:
@@ -117,6 +123,23 @@ class Worker:
         if failure is not None:  # it cannot publish retries or parked copies: stop here
             raise Refused(f"worker outbox: {failure}",
                           getattr(failure, "exit_code", ExitCode.UNAVAILABLE))
+        if self.settings.events_exchange and time.monotonic() >= self._status_at + STATUS_EVERY_S:
+            self._publish_status()
+
+    def _publish_status(self) -> None:
+        """A `worker` event: who this worker is and how it is doing (`warren status`)."""
+        now = time.monotonic()
+        elapsed, self._status_at = now - self._status_at, now
+        done, self._status_done = self._counts["done"] - self._status_done, self._counts["done"]
+        body = {"event": "worker", "worker": self.settings.worker_id,
+                "queue": self.settings.task_queue, "in_flight": len(self._unsettled),
+                "prefetch": self.prefetch, "lanes": len(self.runner.lanes),
+                "isolation": self.settings.task_isolation, **self._counts,
+                "done_per_s": round(done / elapsed, 3) if elapsed < 60 else 0.0,
+                "busy_s": round(self.runner.busy_s, 3),
+                "oldest_task_s": round(self.runner.watchdog.oldest_age_s(), 3)}
+        self.outbox.events([Outgoing(json.dumps(body).encode(), EVENT_PROPS, "worker",
+                                     self.settings.events_exchange)])
 
     def finished(self) -> bool:
         return False
@@ -181,6 +204,7 @@ class Worker:
     def _carry_out(self, delivery: Delivery, decision: policy.Decision, outcome: Outcome) -> None:
         """Publish the copy the decision calls for; the original is acked once it is confirmed."""
         queue, headers, drop, expiration = self._copy_plan(decision)
+        headers.update(_failure_times(delivery.message))
         properties = republished(
             delivery.message.properties, drop=drop, delivery_mode=PERSISTENT,
             expiration=expiration, set_headers={**headers, WORKER_HEADER: self.settings.worker_id})
@@ -220,6 +244,7 @@ class Worker:
 
     def _record(self, delivery: Delivery, decision: policy.Decision, outcome: Outcome) -> None:
         metrics.OUTCOME[decision.outcome].inc()
+        self._counts[decision.outcome] += 1
         if decision.outcome != "done":
             level = "error" if decision.action == "park" else "warning"
             getattr(log, level)(f"task_{decision.outcome}", task_id=delivery.task_id,
@@ -284,6 +309,14 @@ class Worker:
         self.adaptive.current = new
         self._consume(new)
         log.info("prefetch_adapted", prefetch=new, slowest_s=round(self.adaptive.slowest_s or 0, 5))
+
+
+def _failure_times(message: Message) -> dict[str, object]:
+    """When the task first failed (kept from an earlier copy) and now, in epoch seconds."""
+    now = int(time.time())
+    first = (message.properties.headers or {}).get(FIRST_FAILED_HEADER)
+    valid = isinstance(first, int) and not isinstance(first, bool) and 0 < first <= now
+    return {FIRST_FAILED_HEADER: first if valid else now, LAST_FAILED_HEADER: now}
 
 
 def _facts(message: Message) -> policy.Facts:

@@ -28,7 +28,6 @@ from warren.amqp.wire import text
 from warren.errors import MalformedMessage
 from warren.messages import decode_task
 from warren.settings import Settings
-from worker import metrics
 from worker.child import ChildProcess, Job, rss_bytes
 from worker.execution import SOFT_LIMIT_ERROR, Outcome, describe, message_of, run_task
 from worker.tasks import TaskRegistry, TimeLimitExceeded, set_current_task_id
@@ -97,8 +96,7 @@ class Lane:
             except Exception as exc:  # one message must never kill the lane
                 log.exception("task_runner_error")
                 outcome = Outcome("failed", task.type, describe(exc))
-        metrics.TASK_DURATION.observe(outcome.duration_s)
-        metrics.BUSY.inc(outcome.duration_s)
+        self.runner.count_busy(outcome.duration_s)
         return outcome
 
     def _execute(self, job: Job) -> Outcome:

@@ -23,6 +23,7 @@ import structlog
 from warren.amqp import Message
 from warren.amqp.wire import text
 from warren.settings import Settings
+from worker import metrics
 from worker.child import ChildProcess
 from worker.execution import Outcome
 from worker.lanes import Lane, Watchdog, process_rss_bytes
@@ -69,6 +70,7 @@ class Runner:
         self._wake: Wake = lambda _callback: False
         self._done_in_process = 0
         self._recycling = False
+        self.busy_s = 0.0  # seconds spent running tasks, every lane together
         self.lanes = [Lane(self, index, self._child()) for index in range(settings.concurrency)]
         self.watchdog = Watchdog(self)
 
@@ -149,6 +151,12 @@ class Runner:
         self.lanes[self.lanes.index(lane)] = fresh
         fresh.start()
         self.hand_back(delivery, outcome)
+
+    def count_busy(self, duration_s: float) -> None:
+        metrics.TASK_DURATION.observe(duration_s)
+        metrics.BUSY.inc(duration_s)
+        with self._lock:
+            self.busy_s += duration_s
 
     def count_done_in_process(self) -> None:
         """Thread isolation: recycle the worker process itself when a ceiling is reached."""

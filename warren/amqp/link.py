@@ -129,12 +129,6 @@ class Channel:
                             arguments=dict(arguments) if arguments else None)
         return result.method.queue
 
-    def queue_depth(self, queue: str) -> int:
-        """Ready messages in `queue` now (a passive declare: no stats lag)."""
-        result = self._sync(f"checking queue {queue!r}", self._blocking.queue_declare,
-                            queue, passive=True)
-        return int(result.method.message_count)
-
     def exchange_declare(self, exchange: str, kind: str = "direct", *, durable: bool = True,
                          passive: bool = False) -> None:
         """Declare an exchange, or with `passive` check that it exists (404 if not)."""
@@ -146,6 +140,35 @@ class Channel:
         self._sync(f"binding {queue!r} to {exchange!r}", self._blocking.queue_bind, queue,
                    exchange, routing_key=routing_key,
                    arguments=dict(arguments) if arguments else None)
+
+    def queue_counts(self, queue: str) -> tuple[int, int]:
+        """(ready messages, consumers) of `queue` now; Refused (404) when it does not exist."""
+        result = self._sync(f"checking queue {queue!r}", self._blocking.queue_declare,
+                            queue, passive=True)
+        return int(result.method.message_count), int(result.method.consumer_count)
+
+    def queue_purge(self, queue: str) -> int:
+        """Delete every ready message of `queue`; returns how many."""
+        result = self._sync(f"purging {queue!r}", self._blocking.queue_purge, queue)
+        return int(result.method.message_count)
+
+    def get(self, queue: str) -> Message | None:
+        """One message off `queue` (to ack or nack), or None when it is empty."""
+        method, properties, body = self._sync(f"reading {queue!r}", self._blocking.basic_get,
+                                              queue, auto_ack=False)
+        if method is None:
+            return None
+        return Message(method.delivery_tag, method.redelivered, method.exchange,
+                       method.routing_key, properties, body)
+
+    def transactional(self) -> None:
+        """AMQP tx: publishes and acks take effect together at `commit` (or not at all if
+        this client dies first). RabbitMQ's tx is atomic against a client's death, not
+        against a broker crash mid-commit (rabbitmq.com/docs/semantics)."""
+        self._sync("starting a transaction", self._blocking.tx_select)
+
+    def commit(self) -> None:
+        self._sync("committing", self._blocking.tx_commit)
 
     def qos(self, prefetch: int) -> None:
         self._sync("setting the prefetch", self._blocking.basic_qos, prefetch_count=prefetch)
