@@ -53,6 +53,12 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {_PORT_RANGE}")
 
 
+def _die_with_parent() -> None:
+    from testbed.processes import _die_with_parent as arm
+
+    arm()
+
+
 def rabbitmq_available() -> bool:
     return (RABBITMQ_BIN / "rabbitmq-server").exists()
 
@@ -67,6 +73,7 @@ class LocalBroker:
     user: str = "warren"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     extra_config: str = ""
+    die_with_parent: bool = False  # SIGTERM (a clean stop) when the starting process dies
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -129,6 +136,7 @@ class LocalBroker:
         self.process = subprocess.Popen(
             [str(RABBITMQ_BIN / "rabbitmq-server")], env=self._env(), stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True, cwd=self.base_dir,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         self.wait_ready(timeout_s)
 

@@ -23,6 +23,7 @@ from warren.topology import declare_events_exchange, declare_task_queues
 
 log = structlog.get_logger("worker")
 
+EVENTS_EVERY_S = 0.1  # events leave in batches this often
 MAX_QUEUED_EVENTS = 10_000  # beyond this, with the outbox down or blocked, events are dropped
 Confirmed = Callable[[], None]
 
@@ -52,8 +53,9 @@ class Outbox:
         self._wake()
 
     def events(self, events: list[Outgoing]) -> None:
+        """Best effort, within one outbox tick (EVENTS_EVERY_S): no wake-up per task, which
+        cost a thread hop for every task a worker ran."""
         self._events.extend(events)
-        self._wake()
 
     def close(self, timeout_s: float) -> None:
         """Finish sending what is queued (up to `timeout_s`), then stop."""
@@ -73,7 +75,8 @@ class Outbox:
     # -- the outbox thread -----------------------------------------------------------------
     def _run(self) -> None:
         try:
-            run_sessions(self.settings, "worker-outbox", self._stop, self, io_tick_s=0.2)
+            run_sessions(self.settings, "worker-outbox", self._stop, self,
+                         io_tick_s=EVENTS_EVERY_S)
         except Exception as exc:  # Refused, AuthenticationFailed: the worker must stop
             log.error("outbox_failed", error=str(exc))
             self.failure = exc
