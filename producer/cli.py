@@ -110,9 +110,10 @@ def _preparer(settings: Settings, opts: argparse.Namespace):
 
 def _summary(r: PublishReport) -> str:
     rate = r.confirmed / r.elapsed_s if r.elapsed_s else 0.0
+    cut = "" if r.exhausted or r.endless else "; stopped before every message was sent"
     return (f"published {r.total} messages ({r.published} sends): confirmed {r.confirmed}, "
             f"nacked {r.nacked}, returned {r.returned}, unconfirmed {r.unconfirmed} "
-            f"in {r.elapsed_s:.2f}s ({rate:.0f} msg/s)")
+            f"in {r.elapsed_s:.2f}s ({rate:.0f} msg/s){cut}")
 
 
 def _progress_line(count: int | None):

@@ -70,16 +70,29 @@ class ConfirmingPublisher:
         self._next_progress = 0.0
 
     def run(self) -> PublishReport:
-        """Publish everything (or until stopped); raises Refused or AuthenticationFailed."""
+        """Publish everything (or until stopped); raises Refused or AuthenticationFailed.
+
+        `stop` ends the taking of new messages; sessions go on (reconnecting if need be)
+        until what was taken is confirmed, for at most SHUTDOWN_GRACE_S after it."""
         self.report.started_at = time.monotonic()
         tick = min(_TICK_S, 1.0 / self.rate) if self.rate else _TICK_S
+        give_up = threading.Event()
+        threading.Thread(target=self._grace, args=(give_up,), name="producer-grace",
+                         daemon=True).start()
         try:
-            run_sessions(self.settings, "producer", self.stop, self, io_tick_s=tick)
+            run_sessions(self.settings, "producer", give_up, self, io_tick_s=tick)
         finally:
+            give_up.set()
             self._sync_metrics()
             self.report.unconfirmed = self._publisher.backlog
             self.report.elapsed_s = time.monotonic() - self.report.started_at
         return self.report
+
+    def _grace(self, give_up: threading.Event) -> None:
+        """Once stopped, allow SHUTDOWN_GRACE_S for the confirms of what is in flight."""
+        self.stop.wait()
+        if not give_up.wait(self.settings.shutdown_grace_s):
+            give_up.set()
 
     # -- the session handler -----------------------------------------------------------
     def open(self, link: Link) -> None:
@@ -99,13 +112,11 @@ class ConfirmingPublisher:
             self.on_progress(self.report)
 
     def finished(self) -> bool:
-        return self.report.exhausted and self._publisher.backlog == 0
+        ended = self.report.exhausted or self.stop.is_set()
+        return ended and self._publisher.backlog == 0
 
     def drain(self, link: Link) -> None:
-        deadline = time.monotonic() + self.settings.shutdown_grace_s
-        while self._publisher.backlog and time.monotonic() < deadline:
-            link.pump(0.05)
-            self._publisher.flush()
+        pass  # the grace thread ended the sessions: what is unconfirmed stays so
 
     def closed(self) -> None:
         self._publisher.detach()

@@ -19,8 +19,11 @@ ERROR_HEADER = "x-warren-last-error"
 WORKER_HEADER = "x-warren-worker"
 FIRST_FAILED_HEADER = "x-warren-first-failed-at"  # epoch seconds of the first failed attempt
 LAST_FAILED_HEADER = "x-warren-last-failed-at"  # ... and of the latest
+USER_ID_HEADER = "x-warren-user-id"  # a copy's original user_id (the broker checks user_id)
+BODY_DROPPED_HEADER = "x-warren-body-dropped"  # bytes of a body the broker refused to take
+HEADERS_DROPPED_HEADER = "x-warren-headers-dropped"  # bytes of headers too big for a frame
 WARREN_HEADERS = frozenset({ATTEMPTS_HEADER, REASON_HEADER, ERROR_HEADER, WORKER_HEADER,
-                            FIRST_FAILED_HEADER, LAST_FAILED_HEADER})
+                            FIRST_FAILED_HEADER, LAST_FAILED_HEADER, USER_ID_HEADER})
 # Set by the broker; a copy starts its own history, so they never travel on. A forged
 # x-death in a retry copy crashed RabbitMQ 3.10's dead-lettering of the copy back
 # (rabbit_dead_letter); 4.x ignores x-death on published messages altogether.

@@ -71,6 +71,12 @@ class Settings:
     def dead_queue(self) -> str:
         return f"{self.task_queue}.dead"
 
+    @property
+    def status_exchange(self) -> str:
+        """Where workers say every few seconds how they are (`warren status`); beside the
+        task events, so that their subscribers see task events only. "" with events off."""
+        return f"{self.events_exchange}.status" if self.events_exchange else ""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ

@@ -17,6 +17,7 @@ from warren.amqp import Link, Message, run_sessions, wire
 from warren.amqp.wire import text
 from warren.bindings import EXCHANGE_TYPES
 from warren.errors import AuthenticationFailed, ExitCode, Refused, SettingsError
+from warren.service import install_stop_handlers
 from warren.settings import Settings
 from warren.topology import declare_exchange
 
@@ -88,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     wire.install()
     try:
         settings = Settings.from_env()
+        if not (opts.exchange or settings.events_exchange):
+            print("configuration error: EVENTS_EXCHANGE is empty (events are off): name an "
+                  "exchange with --exchange", file=sys.stderr)
+            return ExitCode.CONFIG
+        install_stop_handlers(stop)
         run_sessions(settings, "subscriber", stop, Subscriber(settings, opts), io_tick_s=0.2)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

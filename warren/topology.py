@@ -55,8 +55,10 @@ def declare_exchange(channel: Channel, name: str, kind: str) -> None:
 
 
 def declare_events_exchange(channel: Channel, settings: Settings) -> None:
-    if settings.events_exchange:
-        declare_exchange(channel, settings.events_exchange, "fanout")
+    """The task events' fanout exchange and the workers' status one (none with events off)."""
+    for name in (settings.events_exchange, settings.status_exchange):
+        if name:
+            declare_exchange(channel, name, "fanout")
 
 
 def declare_rpc_queue(channel: Channel, settings: Settings) -> None:

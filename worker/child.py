@@ -19,6 +19,7 @@ import importlib
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -72,6 +73,7 @@ def child_main(conn: Connection, settings: Settings) -> None:
         importlib.import_module(module)
     while (job := conn.recv()) is not None:
         conn.send(Done(_run(job), rss_bytes()))
+        sys.stdout.flush()
 
 
 def _run(job: Job) -> Outcome:

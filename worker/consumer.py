@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Collection
 from functools import partial
 
 import structlog
@@ -26,7 +27,7 @@ from warren.amqp import (
     Outgoing,
     run_sessions,
 )
-from warren.amqp.wire import printable, republished, text
+from warren.amqp.wire import encoded_size, printable, republished, text
 from warren.errors import ExitCode, Refused
 from warren.health import Health
 from warren.messages import (
@@ -35,8 +36,10 @@ from warren.messages import (
     DELIVERY_COUNT_HEADER,
     ERROR_HEADER,
     FIRST_FAILED_HEADER,
+    HEADERS_DROPPED_HEADER,
     LAST_FAILED_HEADER,
     REASON_HEADER,
+    USER_ID_HEADER,
     WORKER_HEADER,
 )
 from warren.settings import Settings
@@ -52,6 +55,8 @@ log = structlog.get_logger("worker")
 
 EVENT_PROPS = BasicProperties(content_type="application/json")
 LONG_MAX = 2**63 - 1  # the largest integer an AMQP table holds
+FRAME_MAX = 131_072  # RabbitMQ's default, when no connection says otherwise
+FRAME_OVERHEAD = 8 + 12  # frame header and end, content header's class, weight and body size
 STATUS_EVERY_S = 2.0  # a `worker` event this often: what `warren status` lists
 
 
@@ -73,6 +78,8 @@ class Worker:
         self._consumer_tag = ""
         self._prefetch_changed_at = 0.0
         self._counts: dict[str, int] = dict.fromkeys(metrics.OUTCOMES, 0)
+        self._quorum = settings.queue_type == "quorum"
+        self._stop_deadline = 0.0
         self._status_at = 0.0
         self._status_done = 0
 
@@ -86,8 +93,10 @@ class Worker:
         try:
             run_sessions(self.settings, "worker", self.stop, self)
         finally:
-            self.runner.stop()
-            self.outbox.close(self.settings.shutdown_grace_s)
+            # One grace period in all: what the drain left of it goes to the outbox.
+            deadline = self._stop_deadline or time.monotonic() + self.settings.shutdown_grace_s
+            self.runner.stop(timeout_s=max(0.5, deadline - time.monotonic()))
+            self.outbox.close(deadline)
         log.info("worker_stopped")
         return ExitCode.OK
 
@@ -139,7 +148,7 @@ class Worker:
                 "busy_s": round(self.runner.busy_s, 3),
                 "oldest_task_s": round(self.runner.watchdog.oldest_age_s(), 3)}
         self.outbox.events([Outgoing(json.dumps(body).encode(), EVENT_PROPS, "worker",
-                                     self.settings.events_exchange)])
+                                     self.settings.status_exchange)])
 
     def finished(self) -> bool:
         return False
@@ -151,7 +160,7 @@ class Worker:
         self._channel.cancel(self._consumer_tag)
         for delivery in self.runner.take_not_started():
             self._hand_back(delivery)
-        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        deadline = self._stop_deadline = time.monotonic() + self.settings.shutdown_grace_s
         while self._unsettled and time.monotonic() < deadline:
             link.pump(0.1)
         if self._unsettled:
@@ -172,7 +181,7 @@ class Worker:
             metrics.REDELIVERIES.inc()
         self._unsettled.add(message.tag)
         delivery = Delivery(message, self._session)
-        decision = policy.on_arrival(_facts(message), self.settings.max_attempts)
+        decision = policy.on_arrival(_facts(message, self._quorum), self.settings.max_attempts)
         if decision.action != "run":
             self._carry_out_safely(delivery, decision, Outcome("failed"))
             return
@@ -191,7 +200,7 @@ class Worker:
             return
         acks = []
         for delivery, outcome in current:
-            decision = policy.on_result(_facts(delivery.message), outcome.result,
+            decision = policy.on_result(_facts(delivery.message, self._quorum), outcome.result,
                                         outcome.error, self.settings.max_attempts)
             if decision.action == "ack":
                 acks.append(delivery.tag)
@@ -205,12 +214,35 @@ class Worker:
         """Publish the copy the decision calls for; the original is acked once it is confirmed."""
         queue, headers, drop, expiration = self._copy_plan(decision)
         headers.update(_failure_times(delivery.message))
-        properties = republished(
-            delivery.message.properties, drop=drop, delivery_mode=PERSISTENT,
-            expiration=expiration, set_headers={**headers, WORKER_HEADER: self.settings.worker_id})
+        headers[WORKER_HEADER] = self.settings.worker_id
+        properties = self._copy_properties(delivery, headers, drop, expiration=expiration)
         confirmed = partial(self._copy_confirmed, self._link, self._session, delivery.tag)
         self.outbox.send(Outgoing(delivery.message.body, properties, queue), confirmed)
         self._record(delivery, decision, outcome)
+
+    def _copy_properties(self, delivery: Delivery, headers: dict[str, object],
+                         drop: Collection[str], **changes: object) -> BasicProperties:
+        """The copy's properties: the original's, warren's headers, and no `user_id` (the
+        broker refuses one that is not the publisher's: it travels as a header instead).
+        They must fit one frame: warren's texts are cut, or at worst the original's
+        headers left out (said in a header), rather than have the broker refuse the copy."""
+        original = delivery.message.properties
+        if original.user_id is not None:
+            headers = {**headers, USER_ID_HEADER: original.user_id}
+        changes = {"delivery_mode": PERSISTENT, "user_id": None, **changes}
+        properties = republished(original, set_headers=headers, drop=drop, **changes)
+        limit = (self._link.frame_max if self._link else FRAME_MAX) - FRAME_OVERHEAD
+        over = encoded_size(properties) - limit
+        if over <= 0:
+            return properties
+        for key in (REASON_HEADER, ERROR_HEADER):
+            if isinstance(headers.get(key), str):
+                headers = {**headers, key: str(headers[key])[: max(0, 200 - over)]}
+        properties = republished(original, set_headers=headers, drop=drop, **changes)
+        if encoded_size(properties) <= limit:
+            return properties
+        dropped = {**headers, HEADERS_DROPPED_HEADER: encoded_size(original)}
+        return republished(_without_headers(original), set_headers=dropped, **changes)
 
     def _copy_plan(self, decision: policy.Decision
                    ) -> tuple[str, dict[str, object], frozenset[str], str | None]:
@@ -226,9 +258,10 @@ class Worker:
 
     def _hand_back(self, delivery: Delivery) -> None:
         """An unstarted delivery at shutdown goes back as a fresh copy: it was not attempted."""
-        facts = _facts(delivery.message)
-        properties = republished(delivery.message.properties, drop={DELIVERY_COUNT_HEADER},
-                                 set_headers={ATTEMPTS_HEADER: min(facts.prior_failures, LONG_MAX)})
+        facts = _facts(delivery.message, self._quorum)
+        properties = self._copy_properties(
+            delivery, {ATTEMPTS_HEADER: min(facts.prior_failures, LONG_MAX)},
+            {DELIVERY_COUNT_HEADER}, delivery_mode=delivery.message.properties.delivery_mode)
         self.outbox.send(Outgoing(delivery.message.body, properties, self.settings.task_queue),
                          partial(self._copy_confirmed, self._link, self._session, delivery.tag))
 
@@ -311,6 +344,16 @@ class Worker:
         log.info("prefetch_adapted", prefetch=new, slowest_s=round(self.adaptive.slowest_s or 0, 5))
 
 
+def _without_headers(properties: BasicProperties) -> BasicProperties:
+    fields = {name: getattr(properties, name) for name in _FIELDS}
+    return BasicProperties(**fields)
+
+
+_FIELDS = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
+           "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id",
+           "cluster_id")
+
+
 def _failure_times(message: Message) -> dict[str, object]:
     """When the task first failed (kept from an earlier copy) and now, in epoch seconds."""
     now = int(time.time())
@@ -319,7 +362,7 @@ def _failure_times(message: Message) -> dict[str, object]:
     return {FIRST_FAILED_HEADER: first if valid else now, LAST_FAILED_HEADER: now}
 
 
-def _facts(message: Message) -> policy.Facts:
+def _facts(message: Message, quorum: bool) -> policy.Facts:
     props = message.properties
-    return policy.facts_of(props.headers, message.redelivered,
-                           getattr(props, "headers_undecodable", False))
+    return policy.facts_of(props.headers, message.redelivered, quorum=quorum,
+                           headers_undecodable=getattr(props, "headers_undecodable", False))

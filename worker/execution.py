@@ -53,6 +53,6 @@ def run_task(registry: TaskRegistry, task: Task,
         result, error = "failed", SOFT_LIMIT_ERROR
     except MalformedMessage as exc:
         result, error = "malformed", message_of(exc)
-    except (Exception, SystemExit) as exc:  # sys.exit() in a task is its failure, not ours
+    except BaseException as exc:  # sys.exit(), KeyboardInterrupt... from a task: its failure
         result, error = "failed", describe(exc)
     return Outcome(result, task.type, error, time.perf_counter() - started)

@@ -93,7 +93,7 @@ class Lane:
             self._begin(delivery, task.type)
             try:
                 outcome = self._execute(Job(task, message_id))
-            except Exception as exc:  # one message must never kill the lane
+            except BaseException as exc:  # one message must never kill the lane
                 log.exception("task_runner_error")
                 outcome = Outcome("failed", task.type, describe(exc))
         self.runner.count_busy(outcome.duration_s)

@@ -90,12 +90,18 @@ def _park(attempts: int, error: str) -> Decision:
     return Decision("park", "parked", attempts, f"failed {attempts} times: {error}")
 
 
-def facts_of(headers: dict[str, object] | None, redelivered: bool,
+def facts_of(headers: dict[str, object] | None, redelivered: bool, *, quorum: bool,
              headers_undecodable: bool = False) -> Facts:
-    """Facts from a delivery's headers (any values another client may have put there)."""
+    """Facts from a delivery's headers (any values another client may have put there).
+
+    `x-delivery-count` is believed only from a quorum queue, which sets it: on a classic
+    queue any client could forge it, and a forged one would hide every crash."""
     headers = headers or {}
-    return Facts(_count(headers.get(ATTEMPTS_HEADER)) or 0,
-                 _count(headers.get(DELIVERY_COUNT_HEADER)), redelivered, headers_undecodable)
+    count = _count(headers.get(DELIVERY_COUNT_HEADER)) if quorum else None
+    if quorum and count is None and redelivered:
+        count = 1  # a quorum queue that did not count (4.3 does not count a nack): this one
+    return Facts(_count(headers.get(ATTEMPTS_HEADER)) or 0, count, redelivered,
+                 headers_undecodable)
 
 
 def _count(value: object) -> int | None:

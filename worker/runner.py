@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -87,8 +88,9 @@ class Runner:
         self.watchdog.stop()
         for _ in self.lanes:
             self.jobs.put(None)
+        deadline = time.monotonic() + timeout_s
         for lane in list(self.lanes):
-            lane.thread.join(timeout_s)
+            lane.thread.join(max(0.0, deadline - time.monotonic()))
 
     def new_session(self, session: int, wake: Wake) -> None:
         """A new connection: results and bookkeeping of the old one are void."""

@@ -148,7 +148,8 @@ def test_odd_content_type_and_header_bytes_are_parked_or_done_and_kept(
     assert alive(worker)
 
 
-@pytest.mark.parametrize("kind", ["surrogate", "huge", "unprintable", "bytes"])
+@pytest.mark.parametrize("kind", ["surrogate", "huge", "unprintable", "bytes", "exit",
+                                  "interrupt"])
 def test_any_exception_text_is_retried_and_parked_without_harm(
         services: ServiceFactory, amqp_url: str, tmp_path: Path, kind: str) -> None:
     worker = services.start("worker", TASK_MODULES=TASKS, MAX_ATTEMPTS="2",
@@ -257,14 +258,18 @@ def test_a_stopped_producer_never_claims_a_message_was_sent(
 
 # -- 6. a task that kills its own process ------------------------------------------------
 
-@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+@pytest.mark.parametrize(("queue_type", "headers"), [
+    ("classic", None), ("quorum", None),
+    # any client may set x-delivery-count: on a classic queue it must not stop the count
+    ("classic", {"x-delivery-count": 0})], ids=["classic", "quorum", "classic-forged-count"])
 def test_a_task_that_kills_its_worker_is_parked_after_max_attempts(
-        services: ServiceFactory, amqp_url: str, tmp_path: Path, queue_type: str) -> None:
+        services: ServiceFactory, amqp_url: str, tmp_path: Path, queue_type: str,
+        headers: dict | None) -> None:
     if queue_type == "quorum":
         declare_quorum(amqp_url)
     out = tmp_path / "records"
     publish_raw(amqp_url, task("suicide"), declare=queue_type == "classic", content_type=JSON,
-                message_id="killer")
+                message_id="killer", headers=headers)
     publish_raw(amqp_url, record(out, "after"), declare=queue_type == "classic",
                 content_type=JSON)
     env = {"MAX_ATTEMPTS": "3", "QUEUE_TYPE": queue_type, "TASK_MODULES": TASKS}
@@ -283,3 +288,96 @@ def test_a_task_that_kills_its_worker_is_parked_after_max_attempts(
     assert body == task("suicide") and props.message_id == "killer"
     assert props.headers["x-warren-reason"].startswith("failed 3 times: interrupted")
     assert alive(worker)
+
+
+# -- found by trying to break it ------------------------------------------------------------
+
+def test_a_user_id_of_another_user_is_carried_as_a_header(
+        node: LocalBroker, services: ServiceFactory, amqp_url: str, tmp_path: Path) -> None:
+    vhost = amqp_url.rsplit("/", 1)[1]
+    node.api("PUT", "/api/users/alice", {"password": "alice-pass", "tags": ""})
+    node.api("PUT", f"/api/permissions/{vhost}/alice",
+             {"configure": ".*", "write": ".*", "read": ".*"})
+    alice = f"amqp://alice:alice-pass@127.0.0.1:{node.amqp_port}/{vhost}"
+    worker = services.start("worker", TASK_MODULES=TASKS, MAX_ATTEMPTS="1")
+    publish_raw(alice, task("fail"), content_type=JSON, message_id="from-alice",
+                user_id="alice")
+    out = tmp_path / "records"
+    publish_raw(alice, record(out, "next"), content_type=JSON, user_id="alice")
+    wait_until(lambda: read_records(str(out)), 30, "the next task")
+    wait_until(lambda: ready_count(amqp_url, "task_queue.dead") == 1, 30, "the parked task")
+    [(props, _)] = parked(amqp_url)
+    assert props.user_id is None and props.headers["x-warren-user-id"] == "alice"
+    assert alive(worker)
+
+
+def test_a_body_the_broker_no_longer_takes_is_parked_as_a_stub(
+        node: LocalBroker, services: ServiceFactory, amqp_url: str, tmp_path: Path) -> None:
+    big = b'{"type": "noop", "pad": "' + b"x" * 1_100_000 + b'"}'
+    publish_raw(amqp_url, big, content_type=JSON, message_id="big", headers={"k": "v"})
+    node.ctl("eval", "application:set_env(rabbit, max_message_size, 1048576).")
+    worker = services.start("worker", TASK_MODULES=TASKS, MAX_BODY_BYTES="2000000")
+    publish_raw(amqp_url, b'{"type": "fail"}', content_type=JSON, message_id="small")
+    out = tmp_path / "records"
+    publish_raw(amqp_url, record(out, "next"), content_type=JSON)
+    wait_until(lambda: read_records(str(out)), 30, "the next task")
+    wait_until(lambda: metric(worker, DONE) >= 2, 30, "the big task done")
+    # The big one ran (MAX_BODY_BYTES allows it); now one that must be parked, and is too big.
+    node.ctl("eval", "application:set_env(rabbit, max_message_size, 134217728).")
+    publish_raw(amqp_url, big.replace(b"noop", b"fail"), content_type=JSON,
+                message_id="big-fail", headers={"k": "v"})
+    node.ctl("eval", "application:set_env(rabbit, max_message_size, 1048576).")
+    wait_until(lambda: ready_count(amqp_url, "task_queue.dead") >= 2, 60, "both parked")
+    found = {props.message_id: (props, body) for props, body in parked(amqp_url)}
+    props, body = found["big-fail"]
+    assert body == b"" and props.headers["x-warren-body-dropped"] == len(big)
+    assert props.headers["k"] == "v" and "refused" in props.headers["x-warren-reason"]
+    assert alive(worker)
+
+
+def test_headers_near_the_frame_limit_still_park(services: ServiceFactory, amqp_url: str,
+                                                 tmp_path: Path) -> None:
+    worker = services.start("worker", TASK_MODULES=TASKS, MAX_ATTEMPTS="1")
+    publish_raw(amqp_url, task("fail", message="x" * 500), content_type=JSON,
+                message_id="fat", headers={"blob": "z" * 130_000})
+    out = tmp_path / "records"
+    publish_raw(amqp_url, record(out, "next"), content_type=JSON)
+    wait_until(lambda: ready_count(amqp_url, "task_queue.dead") == 1, 30, "the parked task")
+    wait_until(lambda: read_records(str(out)), 30, "the next task")
+    [(props, _)] = parked(amqp_url)
+    assert props.headers["x-warren-attempts"] == 1
+    assert alive(worker) and "broker_connection_lost" not in event_names(worker)
+
+
+def test_events_refused_leave_tasks_and_copies_alone(
+        node: LocalBroker, services: ServiceFactory, amqp_url: str, tmp_path: Path) -> None:
+    vhost = amqp_url.rsplit("/", 1)[1]
+    node.api("PUT", "/api/users/bob", {"password": "bob-pass", "tags": ""})
+    node.api("PUT", f"/api/permissions/{vhost}/bob",
+             {"configure": ".*", "write": "^(amq\\.default|task_queue.*)$", "read": ".*"})
+    bob = f"amqp://bob:bob-pass@127.0.0.1:{node.amqp_port}/{vhost}"
+    worker = services.start("worker", AMQP_URL=bob, TASK_MODULES=TASKS, MAX_ATTEMPTS="2",
+                            RETRY_DELAY_MS="50")
+    out = tmp_path / "records"
+    publish_raw(amqp_url, task("fail"), content_type=JSON, message_id="failing")
+    for i in range(3):
+        publish_raw(amqp_url, record(out, f"r{i}"), content_type=JSON)
+    wait_until(lambda: len(read_records(str(out))) == 3, 30, "the good tasks")
+    wait_until(lambda: ready_count(amqp_url, "task_queue.dead") == 1, 30, "the parked task")
+    time.sleep(1)
+    assert [p.message_id for p, _ in parked(amqp_url)] == ["failing"]  # once, not again
+    assert "events_refused" in event_names(worker) and alive(worker)
+
+
+def test_sigterm_under_an_alarm_ends_within_one_grace_period(
+        node: LocalBroker, services: ServiceFactory, amqp_url: str) -> None:
+    worker = services.start("worker", TASK_MODULES=TASKS, SHUTDOWN_GRACE_S="4",
+                            RETRY_DELAY_MS="3000")
+    publish_raw(amqp_url, task("fail"), content_type=JSON, message_id="f")
+    wait_until(lambda: ready_count(amqp_url, "task_queue.retry") == 1, 20, "the retry copy")
+    node.ctl("set_vm_memory_high_watermark", "0.0000001")
+    time.sleep(4)  # the copy comes back; its next copy cannot be published
+    started = time.monotonic()
+    worker.signal(15)
+    assert worker.wait(timeout_s=30) == 0
+    assert time.monotonic() - started < 4 + 3  # one grace period, and a little to exit

@@ -37,6 +37,10 @@ def raise_odd(kind: str) -> None:
         raise Unprintable()
     if kind == "bytes":
         raise RuntimeError(b"\xff\xfe")
+    if kind == "exit":
+        raise SystemExit(3)
+    if kind == "interrupt":
+        raise KeyboardInterrupt
     raise ValueError(f"unknown kind {kind!r}")
 
 

@@ -68,5 +68,16 @@ def test_max_attempts_one_parks_the_first_failure() -> None:
 ])
 def test_facts_from_any_header_values(headers: dict | None, attempts: int,
                                       count: int | None) -> None:
-    facts = facts_of(headers, redelivered=False)
+    facts = facts_of(headers, redelivered=False, quorum=True)
     assert (facts.attempts, facts.delivery_count) == (attempts, count)
+
+
+def test_a_classic_queue_ignores_a_forged_delivery_count() -> None:
+    forged = facts_of({"x-delivery-count": 0}, redelivered=True, quorum=False)
+    assert forged.delivery_count is None
+    assert on_arrival(forged, MAX) == Decision("again", "retried", 1, INTERRUPTED)
+
+
+def test_a_quorum_redelivery_without_a_count_counts_once() -> None:
+    facts = facts_of({}, redelivered=True, quorum=True)
+    assert facts.delivery_count == 1 and on_arrival(facts, MAX) == Decision("run")

@@ -86,5 +86,7 @@ def test_any_headers_survive_a_copy(headers: dict) -> None:
 def test_text_and_printable_take_anything() -> None:
     assert text(b"\xff\xfe-7") == "\\xff\\xfe-7"
     assert text(None) == ""
+    assert text("\x1b[31mred\x00") == "\\x1b[31mred\\x00"
+    assert text("zürich") == "zürich"
     assert printable("a\udcffb") == "a\\udcffb"
     assert len(printable("x" * 5000)) == 1000

@@ -53,9 +53,11 @@ class Follower:
     def open(self, link: Link) -> None:
         exchange = self.settings.events_exchange
         channel = link.channel(f"following {exchange!r}")
-        channel.exchange_declare(exchange, "fanout")
         queue = channel.queue_declare("", exclusive=True)
-        channel.queue_bind(queue, exchange)
+        exchanges = [exchange, self.settings.status_exchange] if self.match.status else [exchange]
+        for name in exchanges:
+            channel.exchange_declare(name, "fanout")
+            channel.queue_bind(queue, name)
         channel.watch()
         channel.consume(queue, self._on_event, auto_ack=True)
 

@@ -2,7 +2,7 @@
 
 Queue counts come from passive declares (ready messages and consumers, exact, no stats
 lag). Workers are known from their `worker` events, which each one publishes every
-STATUS_EVERY_S on EVENTS_EXCHANGE: its id, tasks in flight and done, failures, rate and
+STATUS_EVERY_S on `<EVENTS_EXCHANGE>.status`: its id, tasks in flight and done, failures, rate and
 busy time. Unacked messages are what the workers report in flight (the broker's own
 unacked count needs its management API or Prometheus plugin, which `status` does not
 require).
@@ -71,7 +71,7 @@ class StatusReader:
         self.link = Link(connect(settings, "warren-admin"))
         self._heard: dict[str, tuple[dict[str, object], float]] = {}
         self._channel = self.link.channel("reading queue counts")
-        exchange = settings.events_exchange
+        exchange = settings.status_exchange
         if exchange:
             events = self.link.channel(f"listening to {exchange!r}")
             events.exchange_declare(exchange, "fanout")

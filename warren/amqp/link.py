@@ -53,6 +53,11 @@ class Link:
     def is_open(self) -> bool:
         return self._connection.is_open and self._failure is None
 
+    @property
+    def frame_max(self) -> int:
+        """The largest frame the broker accepts on this connection (negotiated, bytes)."""
+        return int(self._connection._impl.params.frame_max)
+
     def channel(self, purpose: str) -> Channel:
         """A new channel; `purpose` names it in errors ("consuming task_queue")."""
         try:
@@ -221,6 +226,15 @@ class Channel:
         self._core.add_on_cancel_callback(
             lambda _frame: self.link.fail(ConnectionLost(
                 f"the broker cancelled the consumer ({self.purpose})")))
+
+    def on_closed(self, closed: Callable[[str], None]) -> None:
+        """`closed(reason)` when the broker closes this channel; the link goes on (for a
+        best-effort channel, such as task events)."""
+        def relay(_ch: object, reason: Exception) -> None:
+            if not isinstance(reason, pex.ChannelClosedByClient):
+                closed(str(reason))
+
+        self._core.add_on_close_callback(relay)
 
     def _on_closed(self, final: Mapping[int, ExitCode]) -> Callable[[object, Exception], None]:
         def closed(_ch: object, reason: Exception) -> None:

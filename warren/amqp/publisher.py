@@ -99,6 +99,18 @@ class Publisher:
         self._waiting.append((message, token, 0.0))
         self.flush()
 
+    def take_next(self) -> tuple[Outgoing, object] | None:
+        """Remove the next message waiting to be sent (after a detach: the oldest that was
+        in flight), with its token."""
+        if not self._waiting:
+            return None
+        message, token, _ = self._waiting.popleft()
+        return message, token
+
+    def submit_first(self, message: Outgoing, token: object = None) -> None:
+        """Queue a message ahead of every other."""
+        self._waiting.appendleft((message, token, 0.0))
+
     def flush(self) -> None:
         """Send what waits and is due, up to the window (on the link's thread)."""
         channel = self._channel

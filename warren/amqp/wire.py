@@ -108,13 +108,21 @@ def republished(properties: pika.spec.BasicProperties, *, set_headers: Mapping[s
     return out
 
 
+def encoded_size(properties: pika.spec.BasicProperties) -> int:
+    """Bytes the properties take in a content header frame (they must fit one frame)."""
+    return sum(len(piece) for piece in properties.encode())
+
+
 def text(value: str | bytes | None) -> str:
-    """A short-string property as text for logs and events, whatever bytes it holds."""
+    """A short-string property as text for logs and events, whatever bytes it holds: bytes
+    that are not UTF-8 and control characters (a terminal escape, NUL) shown as escapes."""
     if value is None:
         return ""
     if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return value
+        value = value.decode("utf-8", "backslashreplace")
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in value)
 
 
 def printable(value: str, limit: int = 1000) -> str:
@@ -124,6 +132,8 @@ def printable(value: str, limit: int = 1000) -> str:
 
 
 def _original_table(properties: pika.spec.BasicProperties) -> bytes:
+    if isinstance(properties, _Republished):
+        return properties.table
     if isinstance(properties, Properties):
         raw = properties.raw_headers()
         if raw is not None or properties.headers_undecodable:
