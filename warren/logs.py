@@ -67,5 +67,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None,
     logging.getLogger("pika").setLevel(max(level, logging.WARNING))
     # Every failed connect makes pika log half a dozen ERROR lines and a traceback; warren's
     # own broker_connection_lost event says the same once, with the reason.
-    for name in ("pika.adapters.utils", "pika.adapters.blocking_connection"):
+    # pika.channel warns of every channel the broker closes; warren logs the same, with its
+    # meaning (broker_connection_lost, a refusal's one line), once.
+    for name in ("pika.adapters.utils", "pika.adapters.blocking_connection", "pika.channel"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
