@@ -185,6 +185,10 @@ class Worker:
         if decision.action != "run":
             self._carry_out_safely(delivery, decision, Outcome("failed"))
             return
+        inline = self.runner.run_inline(delivery)
+        if inline is not None:
+            self._settle([inline])
+            return
         # Waiting in place only pays when the broker sends nothing more until this ack
         # (prefetch 1); with a deeper window it would undo the batching of acks.
         wait_s = INLINE_WAIT_S if self.prefetch == 1 and len(self.runner.lanes) == 1 else 0.0
@@ -283,7 +287,7 @@ class Worker:
             getattr(log, level)(f"task_{decision.outcome}", task_id=delivery.task_id,
                                 task_type=outcome.task_type, attempts=decision.attempts,
                                 reason=decision.reason)
-        if self.settings.events_exchange:
+        if self.settings.events_exchange and self.outbox.events_wanted():
             self.outbox.events([self._event(delivery, decision, outcome)])
 
     def _event(self, delivery: Delivery, decision: policy.Decision, outcome: Outcome) -> Outgoing:
