@@ -31,12 +31,15 @@ from worker import metrics
 from worker.child import ChildProcess
 from worker.execution import Outcome, run_task
 from worker.lanes import Lane, Watchdog, process_rss_bytes
+from worker.policy import Facts
 from worker.tasks import TaskRegistry, set_current_task_id
 
 log = structlog.get_logger("worker")
 
 INLINE_WAIT_S = 0.01
-FAST_S = 0.0005  # a task type that always finishes well under a millisecond...
+NO_PAST = Facts()
+FAST_S = 0.0005  # a task type whose runs take well under a millisecond (median)...
+FAST_MAX_S = 0.005  # ...and never more than this (a GC pause is fine, real work is not)...
 FAST_AFTER = 16  # ...over this many runs in a row may run on the I/O thread
 Wake = Callable[[Callable[[], None]], bool]  # run a callable on the I/O thread; False if gone
 
@@ -45,6 +48,7 @@ Wake = Callable[[Callable[[], None]], bool]  # run a callable on the I/O thread;
 class Delivery:
     message: Message
     session: int  # delivery tags repeat on every connection: a tag means something only here
+    facts: Facts = NO_PAST  # what the delivery says of its past (worker/policy.py)
 
     @property
     def tag(self) -> int:
@@ -168,16 +172,18 @@ class Runner:
             self.busy_s += duration_s
             recent = self._recent.setdefault(task_type, deque(maxlen=FAST_AFTER))
             recent.append(duration_s)
-            if duration_s >= FAST_S:
+            if duration_s >= FAST_MAX_S:
                 self._fast.discard(task_type)
-            elif len(recent) == FAST_AFTER and max(recent) < FAST_S:
+            elif (len(recent) == FAST_AFTER and max(recent) < FAST_MAX_S
+                  and sorted(recent)[FAST_AFTER // 2] < FAST_S):
                 self._fast.add(task_type)
 
     def run_inline(self, delivery: Delivery) -> Finished | None:
         """On the I/O thread, with no lane busy: run a task of a type seen to finish in well
         under a millisecond right here, without the hand-off to a lane and back (two thread
         switches, most of such a task's cost). None: it goes to a lane. A slow or unknown
-        type always runs off the I/O thread, and one slow run takes a type off the list."""
+        type always runs off the I/O thread, and one run past FAST_MAX_S takes a type off
+        the list: heartbeats never wait on more than that."""
         if not self._fast or self._outstanding or self.settings.task_isolation != "thread":
             return None
         message = delivery.message
