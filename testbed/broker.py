@@ -250,6 +250,34 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class Connection:
+    """A client connection as the node lists it."""
+
+    name: str | None  # the client's `connection_name` property, if it gave one
+    node: str  # the node it is connected to
+    ssl: bool
+
+
+_CONNECTION_NAME = re.compile(r'\{"connection_name","((?:[^"\\]|\\.)*)"\}')
+_PID_NODE = re.compile(r"<([^<>]+@[^<>]+?)\.\d+\.\d+\.\d+>")
+
+
+def parse_connections(table: str) -> list[Connection]:
+    """`list_connections client_properties pid ssl` (no headers): the same on 3.10 and 4.x."""
+    found = []
+    for line in table.splitlines():
+        props, _, rest = line.rpartition("\t<")
+        pid, _, ssl = ("<" + rest).partition("\t")
+        node = _PID_NODE.fullmatch(pid)
+        if not props or node is None:
+            continue
+        name = _CONNECTION_NAME.search(props)
+        found.append(Connection(name.group(1) if name else None, node.group(1),
+                                ssl.strip() == "true"))
+    return found
+
+
 @dataclass
 class LocalBroker:
     base_dir: Path
@@ -394,6 +422,15 @@ class LocalBroker:
             if len(parts) == 3 and parts[0] == name:
                 return int(parts[1]), int(parts[2])
         raise KeyError(name)
+
+    def connections(self) -> list[Connection]:
+        """Every client connection of the node's cluster, straight from the node.
+
+        Not from the management API: on 4.x (management_metrics_collection denied)
+        `/api/connections` is always empty.
+        """
+        return parse_connections(self.ctl("list_connections", "-q", "--no-table-headers",
+                                          "client_properties", "pid", "ssl"))
 
     def beam_pid(self) -> int | None:
         """The host pid whose SIGKILL takes the node down (a container node: its init)."""

@@ -85,6 +85,10 @@ class RabbitCluster:
         """rabbitmqctl against the first node still alive."""
         return self.alive[0].ctl(*args, timeout_s=timeout_s)
 
+    def connections(self) -> dict[str, str]:
+        """connection_name → node, for every named client connection in the cluster."""
+        return {c.name: c.node for c in self.alive[0].connections() if c.name is not None}
+
     def running_nodes(self) -> set[str]:
         out = self.ctl("eval", "rabbit_nodes:all_running().")
         return {name.strip(" '[]\n") for name in out.split(",") if "@" in name}
