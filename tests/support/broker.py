@@ -19,9 +19,10 @@ from tests.support.needs import need
 TEST_QUEUES = ("task_queue", "task_queue.retry", "task_queue.dead", "rpc_queue")
 
 
-def need_rabbitmq(context: str = "") -> None:
-    """A private node of the selected version can start here (else skip; fail in CI)."""
-    problem = rabbitmq_problem()
+def need_rabbitmq(context: str = "", version: str | None = None) -> None:
+    """A private node of `version` (default: the selected one) can start here (else
+    skip; fail in CI)."""
+    problem = rabbitmq_problem(version)
     need(problem is None, f"{problem}{', ' + context if context else ''}")
 
 
