@@ -96,8 +96,8 @@ class ContainerRuntime:
         data.mkdir(parents=True, exist_ok=True)
         conf = node.base_dir / "container.conf"
         conf.write_text(_in_container(node.base_dir / "rabbitmq.conf", data))
-        self.name = f"warren-test-{node.amqp_port}"
-        docker("rm", "--force", self.name)  # one left by a run that died
+        self.name = container_name(node)
+        docker("rm", "--force", self.name)  # ours, left by a start that failed half-way
         env = {
             "RABBITMQ_NODENAME": node.nodename,
             "RABBITMQ_DIST_PORT": str(node.dist_port),
@@ -126,7 +126,7 @@ class ContainerRuntime:
 
     def ctl_command(self, node: LocalBroker, args: tuple[str, ...]) -> list[str]:
         # As the image's rabbitmq user: the cookie in HOME is its own, readable by it only.
-        name = self.name or f"warren-test-{node.amqp_port}"
+        name = self.name or container_name(node)
         return ["docker", "exec", "--user", "rabbitmq", name, "rabbitmqctl", "-n",
                 node.nodename, *args]
 
@@ -165,6 +165,12 @@ class ContainerRuntime:
         logs = docker("logs", "--tail", "5", self.name)
         text = (logs.stdout + logs.stderr).strip()
         return " | ".join(line.strip()[:300] for line in text.splitlines()) or "no output"
+
+
+def container_name(node: LocalBroker) -> str:
+    """Unique on the machine: a port is only free when chosen, and other test runs (other
+    checkouts) make containers too; ours are the only ones with our pid in the name."""
+    return f"warren-test-{os.getpid()}-{node.amqp_port}"
 
 
 def _in_container(conf: Path, data: Path) -> str:
@@ -241,7 +247,7 @@ class Epmd:
 
     def start(self, timeout_s: float = 30.0) -> None:
         _reap_orphans()
-        self.name = f"warren-epmd-{self.port}"
+        self.name = f"warren-epmd-{os.getpid()}-{self.port}"
         result = docker(
             "run", "--detach", "--name", self.name, "--network", "host", "--user", "rabbitmq",
             "--label", f"{OWNER_LABEL}={os.getpid()}", "--env", "ERL_EPMD_ADDRESS=127.0.0.1",
