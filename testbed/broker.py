@@ -343,9 +343,9 @@ class LocalBroker:
                 self.start(timeout_s)
                 return
             except BrokerStartError:
+                self.kill()  # whatever half-started goes, also before giving up
                 if attempt == attempts:
                     raise
-                self.kill()
                 self.amqp_port, self.management_port = free_port(), free_port()
                 self.prometheus_port, self.dist_port = free_port(), free_port()
 

@@ -183,12 +183,11 @@ def _in_container(conf: Path, data: Path) -> str:
     files = data / "host-files"
     lines = []
     for line in conf.read_text().splitlines():
-        match = re.fullmatch(r"(\s*[\w.\-]+\s*=\s*)(/\S+)\s*", line)
-        if match and Path(match.group(2)).is_file():
+        match = re.fullmatch(r"(\s*([\w.\-]+)\s*=\s*)(/\S+)\s*", line)
+        if match and Path(match.group(3)).is_file():
             files.mkdir(exist_ok=True)
-            source = Path(match.group(2))
-            target = files / f"{len(list(files.iterdir()))}-{source.name}"
-            shutil.copyfile(source, target)
+            target = files / match.group(2)  # one file per setting: a restart overwrites it
+            shutil.copyfile(match.group(3), target)
             line = match.group(1) + f"{DATA}/{target.relative_to(data)}"
         lines.append(line)
     return "\n".join(lines) + "\n"
