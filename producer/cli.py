@@ -8,10 +8,9 @@ import threading
 from collections.abc import Iterable
 from typing import TextIO
 
-from pika.adapters.blocking_connection import BlockingChannel
-
 from producer.load import LoadSpec, Route, generate, parse_args_json, text_message
 from producer.publisher import ConfirmingPublisher, Outgoing, PublishReport
+from warren.amqp import Channel
 from warren.errors import ExitCode
 from warren.settings import Settings
 from warren.topology import EXCHANGE_TYPES, declare_exchange, declare_task_queues
@@ -78,6 +77,7 @@ def run_cli(settings: Settings, stop: threading.Event, argv: list[str] | None = 
     publisher = ConfirmingPublisher(
         settings, messages, stop=stop, prepare=_preparer(settings, opts), window=opts.window,
         rate=opts.rate, on_progress=_progress_line(opts.count) if progress else None,
+        endless=opts.count == 0,
     )
     report = publisher.run()
     if progress:
@@ -98,7 +98,7 @@ def _spec(opts: argparse.Namespace) -> LoadSpec:
 
 
 def _preparer(settings: Settings, opts: argparse.Namespace):
-    def prepare(channel: BlockingChannel) -> None:
+    def prepare(channel: Channel) -> None:
         declare_task_queues(channel, settings)
         if opts.exchange and opts.exchange_type:
             declare_exchange(channel, opts.exchange, opts.exchange_type)
@@ -110,9 +110,10 @@ def _preparer(settings: Settings, opts: argparse.Namespace):
 
 def _summary(r: PublishReport) -> str:
     rate = r.confirmed / r.elapsed_s if r.elapsed_s else 0.0
+    cut = "" if r.exhausted or r.endless else "; stopped before every message was sent"
     return (f"published {r.total} messages ({r.published} sends): confirmed {r.confirmed}, "
             f"nacked {r.nacked}, returned {r.returned}, unconfirmed {r.unconfirmed} "
-            f"in {r.elapsed_s:.2f}s ({rate:.0f} msg/s)")
+            f"in {r.elapsed_s:.2f}s ({rate:.0f} msg/s){cut}")
 
 
 def _progress_line(count: int | None):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from producer.publisher import Outgoing
+from warren.amqp import Outgoing
 from warren.messages import JSON, TEXT, encode_task, task_properties
 
 

@@ -1,41 +1,28 @@
-"""Publishing with pipelined confirms over pika's SelectConnection.
+"""The producer's run: messages from a source, through warren's confirming Publisher.
 
-Up to `window` messages are in flight at once; each confirm frees a slot.
-Whatever was not confirmed when a connection dies is re-sent on the next
-one (same message_id), so a confirmed message is never lost and an
-unconfirmed one is never silently dropped: at-least-once.
+Up to `window` messages in flight, optionally at a `rate`; a report of what the broker
+confirmed, nacked and returned. On SIGTERM it stops taking new messages and waits up to
+SHUTDOWN_GRACE_S for the confirms of those in flight. Refusals that cannot succeed
+(a message over the broker's size limit, a missing exchange or permission) end the run
+with Refused; the rest is retried by the session loop and the Publisher.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-import pika
 import structlog
-from pika.adapters.blocking_connection import BlockingChannel
 
 from producer import metrics
-from warren.amqp import RECOVERABLE, connect_blocking, connection_parameters, translate
-from warren.backoff import Backoff
-from warren.errors import AuthenticationFailed, BrokerError
+from warren.amqp import Channel, Link, Outgoing, Publisher, PublishEvents, run_sessions
 from warren.settings import Settings
 
 log = structlog.get_logger("producer")
 
 _TICK_S = 0.25
-_MAX_AUTH_FAILURES = 5
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    body: bytes
-    properties: pika.BasicProperties
-    routing_key: str
-    exchange: str = ""
 
 
 @dataclass
@@ -45,16 +32,21 @@ class PublishReport:
     confirmed: int = 0
     nacked: int = 0
     returned: int = 0
-    unconfirmed: int = 0  # still unconfirmed when the run was cut short
+    unconfirmed: int = 0  # still unconfirmed when the run ended
+    exhausted: bool = False  # every message of the source was taken
+    endless: bool = False  # the source never ends: stopping is how a run ends
     started_at: float = 0.0
     elapsed_s: float = 0.0
 
     @property
     def complete(self) -> bool:
-        return self.confirmed >= self.total and self.returned == 0 and self.unconfirmed == 0
+        """Every message the source had was confirmed and routed to a queue."""
+        ended = self.exhausted or self.endless
+        return (ended and self.confirmed >= self.total and self.returned == 0
+                and self.unconfirmed == 0)
 
 
-Prepare = Callable[[BlockingChannel], None]
+Prepare = Callable[[Channel], None]
 
 
 class ConfirmingPublisher:
@@ -62,241 +54,121 @@ class ConfirmingPublisher:
                  stop: threading.Event, prepare: Prepare, window: int = 1000,
                  rate: float | None = None,
                  on_progress: Callable[[PublishReport], None] | None = None,
-                 on_confirmed: Callable[[Outgoing], None] | None = None) -> None:
+                 on_confirmed: Callable[[Outgoing], None] | None = None,
+                 endless: bool = False) -> None:
         self.settings = settings
         self.stop = stop
         self.prepare = prepare
-        self.window = max(1, window)
         self.rate = rate
         self.on_progress = on_progress
         self.on_confirmed = on_confirmed  # called once per message the broker acked
-        self.report = PublishReport()
+        self.report = PublishReport(endless=endless)
         self._source: Iterator[Outgoing] = iter(messages)
-        self._exhausted = False
-        self._resend: deque[Outgoing] = deque()
-        self._pending: OrderedDict[int, tuple[Outgoing, float]] = OrderedDict()
-        self._connection: pika.SelectConnection | None = None
-        self._channel: pika.channel.Channel | None = None
-        self._next_tag = 0
-        self._blocked = False
-        self._pump_scheduled = False
-        self._finished = False
-        self._stop_deadline: float | None = None
-        self._backoff = Backoff()
-        self._url_index = 0
+        self._publisher = Publisher(
+            PublishEvents(self._confirmed, self._returned, self._nacked), window=window)
         self._exported: dict[str, int] = {}
+        self._next_progress = 0.0
 
-    # -- the reconnect loop -------------------------------------------------
     def run(self) -> PublishReport:
+        """Publish everything (or until stopped); raises Refused or AuthenticationFailed.
+
+        `stop` ends the taking of new messages; sessions go on (reconnecting if need be)
+        until what was taken is confirmed, for at most SHUTDOWN_GRACE_S after it."""
         self.report.started_at = time.monotonic()
-        auth_failures = 0
-        while not self._finished and not self._out_of_time():
-            try:
-                self._declare_topology()
-                self._run_connection()
-                auth_failures = 0
-            except AuthenticationFailed as exc:
-                auth_failures += 1
-                log.error("broker_auth_failed", error=str(exc), attempt=auth_failures)
-                if auth_failures >= _MAX_AUTH_FAILURES:
-                    raise
-            except BrokerError as exc:
-                log.warning("broker_connection_lost", error=str(exc))
-            if not self._finished:
-                self._wait_before_reconnect()
-        self._sync_metrics()
-        self.report.unconfirmed = len(self._pending) + len(self._resend)
-        self.report.elapsed_s = time.monotonic() - self.report.started_at
+        tick = min(_TICK_S, 1.0 / self.rate) if self.rate else _TICK_S
+        give_up = threading.Event()
+        threading.Thread(target=self._grace, args=(give_up,), name="producer-grace",
+                         daemon=True).start()
+        try:
+            run_sessions(self.settings, "producer", give_up, self, io_tick_s=tick)
+        finally:
+            give_up.set()
+            self._sync_metrics()
+            self.report.unconfirmed = self._publisher.backlog
+            self.report.elapsed_s = time.monotonic() - self.report.started_at
         return self.report
 
-    def _out_of_time(self) -> bool:
-        if self.stop.is_set() and self._stop_deadline is None:
-            self._stop_deadline = time.monotonic() + self.settings.shutdown_grace_s
-        return self._stop_deadline is not None and time.monotonic() >= self._stop_deadline
+    def _grace(self, give_up: threading.Event) -> None:
+        """Once stopped, allow SHUTDOWN_GRACE_S for the confirms of what is in flight."""
+        self.stop.wait()
+        if not give_up.wait(self.settings.shutdown_grace_s):
+            give_up.set()
 
-    def _wait_before_reconnect(self) -> None:
-        self._url_index += 1
-        delay = self._backoff.next_delay()
-        log.info("reconnect_scheduled", delay_s=round(delay, 2),
-                 unconfirmed=len(self._pending) + len(self._resend))
-        deadline = time.monotonic() + delay
-        while time.monotonic() < deadline and not self._out_of_time():
-            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+    # -- the session handler -----------------------------------------------------------
+    def open(self, link: Link) -> None:
+        setup = link.channel("declaring the producer's topology")
+        self.prepare(setup)
+        setup.close()
+        self._publisher.attach(link)
+        log.info("publishing", window=self._publisher.window, rate=self.rate)
+        self._fill()
 
-    def _declare_topology(self) -> None:
-        conn = connect_blocking(self.settings, "producer")
-        try:
-            self.prepare(conn.channel())
-        except RECOVERABLE as exc:
-            raise translate(exc) from None
-        finally:
-            if conn.is_open:
-                conn.close()
+    def tick(self) -> None:
+        self._publisher.flush()
+        self._fill()
+        self._sync_metrics()
+        if self.on_progress and time.monotonic() >= self._next_progress:
+            self._next_progress = time.monotonic() + _TICK_S
+            self.on_progress(self.report)
 
-    def _run_connection(self) -> None:
-        params = connection_parameters(self.settings, "producer")
-        self._connection = pika.SelectConnection(
-            params[self._url_index % len(params)],
-            on_open_callback=self._on_open,
-            on_open_error_callback=self._on_open_error,
-            on_close_callback=self._on_closed,
-        )
-        self._open_error: BaseException | None = None
-        self._connection.ioloop.start()
-        if self._open_error is not None:
-            raise translate(self._open_error)
+    def finished(self) -> bool:
+        ended = self.report.exhausted or self.stop.is_set()
+        return ended and self._publisher.backlog == 0
 
-    # -- connection and channel callbacks --------------------------------------
-    def _on_open(self, connection: pika.SelectConnection) -> None:
-        connection.add_on_connection_blocked_callback(self._on_blocked)
-        connection.add_on_connection_unblocked_callback(self._on_unblocked)
-        connection.channel(on_open_callback=self._on_channel_open)
+    def drain(self, link: Link) -> None:
+        pass  # the grace thread ended the sessions: what is unconfirmed stays so
 
-    def _on_open_error(self, connection: pika.SelectConnection, error: BaseException) -> None:
-        self._open_error = error
-        connection.ioloop.stop()
+    def closed(self) -> None:
+        self._publisher.detach()
 
-    def _on_channel_open(self, channel: pika.channel.Channel) -> None:
-        channel.add_on_close_callback(self._on_channel_closed)
-        channel.add_on_return_callback(self._on_return)
-        channel.confirm_delivery(self._on_confirm,
-                                 callback=lambda _frame: self._on_confirm_mode(channel))
-
-    def _on_confirm_mode(self, channel: pika.channel.Channel) -> None:
-        self._channel = channel
-        self._next_tag = 0
-        self._backoff.reset()
-        log.info("publishing", window=self.window, rate=self.rate)
-        self._tick()
-        self._pump()
-
-    def _on_channel_closed(self, _channel: object, reason: BaseException) -> None:
-        self._channel = None
-        if not self._finished:
-            log.warning("channel_closed", reason=str(reason))
-        if self._connection and self._connection.is_open:
-            self._connection.close()
-
-    def _on_closed(self, connection: pika.SelectConnection, reason: BaseException) -> None:
-        self._channel = None
-        self._blocked = False
-        # Not confirmed means not safe: send them again, oldest first.
-        self._resend.extendleft(msg for msg, _ in reversed(self._pending.values()))
-        self._pending.clear()
-        if not self._finished:
-            log.warning("connection_closed", reason=str(reason))
-        connection.ioloop.stop()
-
-    def _on_blocked(self, _conn: object, _frame: object) -> None:
-        log.warning("broker_blocked_publishing", reason="resource alarm")
-        self._blocked = True
-
-    def _on_unblocked(self, _conn: object, _frame: object) -> None:
-        log.info("broker_unblocked")
-        self._blocked = False
-        self._pump()
-
-    # -- publishing -------------------------------------------------------------
-    def _pump(self) -> None:
-        self._pump_scheduled = False
-        channel = self._channel
-        if channel is None or self._blocked or not channel.is_open:
-            return
-        while len(self._pending) < self.window:
+    # -- feeding the window --------------------------------------------------------------
+    def _fill(self) -> None:
+        while self._publisher.has_room and not self.stop.is_set():
             message = self._take()
             if message is None:
-                break
-            channel.basic_publish(message.exchange, message.routing_key, message.body,
-                                  message.properties, mandatory=True)
-            self._next_tag += 1
-            self._pending[self._next_tag] = (message, time.monotonic())
-            self.report.published += 1
-        self._finish_if_done()
+                return
+            self._publisher.submit(message)
 
     def _take(self) -> Outgoing | None:
-        if self._resend:
-            return self._resend.popleft()
-        if self._exhausted or self.stop.is_set():
+        if self.report.exhausted:
             return None
-        allowed = (time.monotonic() - self.report.started_at) * (self.rate or 0)
-        if self.rate and self.report.total >= allowed:
-            self._schedule_pump(1.0 / self.rate)
-            return None
+        if self.rate:
+            allowed = (time.monotonic() - self.report.started_at) * self.rate
+            if self.report.total >= allowed:
+                return None
         try:
             message = next(self._source)
         except StopIteration:
-            self._exhausted = True
+            self.report.exhausted = True
             return None
         self.report.total += 1
         return message
 
-    def _schedule_pump(self, delay_s: float) -> None:
-        if not self._pump_scheduled and self._connection:
-            self._pump_scheduled = True
-            self._connection.ioloop.call_later(min(delay_s, _TICK_S), self._pump)
+    # -- the broker's answers (on the link's thread) -------------------------------------
+    def _confirmed(self, message: Outgoing, _token: object, latency_s: float) -> None:
+        self.report.confirmed += 1
+        metrics.CONFIRM_LATENCY.observe(latency_s)
+        if self.on_confirmed:
+            self.on_confirmed(message)
+        self._fill()
 
-    def _finish_if_done(self) -> None:
-        drained = self._exhausted or self.stop.is_set()
-        if drained and not self._pending and not self._resend and not self._finished:
-            self._finished = True
-            if self._connection and self._connection.is_open:
-                self._connection.close()
-
-    def _on_confirm(self, frame: pika.frame.Method) -> None:
-        method = frame.method
-        acked = isinstance(method, pika.spec.Basic.Ack)
-        now = time.monotonic()
-        for tag in self._confirmed_tags(method.delivery_tag, method.multiple):
-            message, sent_at = self._pending.pop(tag)
-            if acked:
-                self.report.confirmed += 1
-                metrics.CONFIRM_LATENCY.observe(now - sent_at)
-                if self.on_confirmed:
-                    self.on_confirmed(message)
-            else:
-                self.report.nacked += 1
-                self._resend.append(message)
-        self._pump()
-
-    def _confirmed_tags(self, tag: int, multiple: bool) -> list[int]:
-        if not multiple:
-            return [tag] if tag in self._pending else []
-        tags = []
-        for pending_tag in self._pending:
-            if pending_tag > tag:
-                break
-            tags.append(pending_tag)
-        return tags
-
-    def _on_return(self, _channel: object, method: pika.spec.Basic.Return,
-                   properties: pika.BasicProperties, _body: bytes) -> None:
+    def _returned(self, message: Outgoing, _token: object, reason: str) -> None:
         self.report.returned += 1
-        log.warning("message_returned", exchange=method.exchange, routing_key=method.routing_key,
-                    reply=f"{method.reply_code} {method.reply_text}",
-                    task_id=properties.message_id)
+        log.warning("message_returned", exchange=message.exchange,
+                    routing_key=message.routing_key, reply=reason)
+        self._fill()
+
+    def _nacked(self, _message: Outgoing, _token: object) -> None:
+        self.report.nacked += 1
 
     def _sync_metrics(self) -> None:
         """Counters follow the report a tick at a time: a scrape never needs more, and a
         per-message increment was a measurable share of the publishing cost."""
         r, seen = self.report, self._exported
+        r.published = self._publisher.sends
         for counter, attr in ((metrics.PUBLISHED, "published"), (metrics.CONFIRMED, "confirmed"),
                               (metrics.NACKED, "nacked"), (metrics.RETURNED, "returned")):
             delta = getattr(r, attr) - seen.get(attr, 0)
             if delta:
                 counter.inc(delta)
                 seen[attr] = getattr(r, attr)
-
-    def _tick(self) -> None:
-        self._sync_metrics()
-        if self._connection is None or not self._connection.is_open:
-            return
-        if self.on_progress:
-            self.on_progress(self.report)
-        if self.stop.is_set():
-            self._finish_if_done()
-            if self._out_of_time() and self._connection.is_open:
-                self._connection.close()
-                return
-        self._pump()
-        self._connection.ioloop.call_later(_TICK_S, self._tick)
-

@@ -20,12 +20,9 @@ import time
 import uuid
 from collections.abc import Iterable
 
-import pika
-import pika.exceptions as pex
-from pika.adapters.blocking_connection import BlockingChannel
-
 from rpc_server.protocol import Form, RpcError, decode_reply, encode_request
-from warren.amqp import connect_blocking, deferred, translate
+from warren.amqp import BasicProperties, Link, Message, Outgoing, connect
+from warren.amqp.wire import text
 from warren.errors import ExitCode, SettingsError, WarrenError
 from warren.settings import Settings
 
@@ -42,20 +39,16 @@ class RpcClient:
         self.settings = settings
         self.timeout_s = timeout_s
         self.form = form
-        self._connection = connect_blocking(settings, "rpc_client")
-        self._channel: BlockingChannel = self._connection.channel()
-        self._reply_to = self._reply_queue(exclusive_queue)
+        self._link = Link(connect(settings, "rpc_client"))
+        self._channel = self._link.channel("calling the RPC server")
+        self._reply_to = (self._channel.queue_declare("", exclusive=True) if exclusive_queue
+                          else DIRECT_REPLY_TO)
         self._replies: dict[str, bytes] = {}
         self._returned: dict[str, str] = {}
         self._waiting: set[str] = set()
         # Direct reply-to requires auto-ack consumption on the publishing channel.
-        self._channel.basic_consume(self._reply_to, self._on_reply, auto_ack=True)
-        self._channel.add_on_return_callback(self._on_return)
-
-    def _reply_queue(self, exclusive: bool) -> str:
-        if not exclusive:
-            return DIRECT_REPLY_TO
-        return self._channel.queue_declare("", exclusive=True).method.queue
+        self._channel.consume(self._reply_to, self._on_reply, auto_ack=True)
+        self._channel.on_return(self._on_return)
 
     def send(self, a: int, b: int) -> str:
         """Queue one request; returns its correlation id for `result`.
@@ -65,15 +58,12 @@ class RpcClient:
         """
         correlation_id = uuid.uuid4().hex
         body, content_type = encode_request(a, b, self.form)
-        props = pika.BasicProperties(
+        props = BasicProperties(
             reply_to=self._reply_to, correlation_id=correlation_id, content_type=content_type,
             expiration=str(max(1, int(self.timeout_s * 1000))),
         )
-        try:
-            deferred(self._channel).basic_publish("", self.settings.rpc_queue, body, props,
-                                                  mandatory=True)
-        except pex.AMQPError as exc:
-            raise translate(exc) from None
+        self._link.raise_failure()
+        self._channel.publish(Outgoing(body, props, self.settings.rpc_queue), mandatory=True)
         self._waiting.add(correlation_id)
         return correlation_id
 
@@ -82,17 +72,15 @@ class RpcClient:
         expired = [False]
         # One timer per call, and an untimed wait that returns on the first event: a timed
         # wait per loop round would add a timer of its own to every reply's path.
-        timer = self._connection.call_later(limit, lambda: expired.__setitem__(0, True))
+        timer = self._link.call_later(limit, lambda: expired.__setitem__(0, True))
         try:
             while correlation_id not in self._replies and correlation_id not in self._returned:
                 if expired[0]:
                     raise RpcTimeout(f"no reply from {self.settings.rpc_queue!r} within "
                                      f"{limit}s")
-                self._connection.process_data_events(time_limit=None)
-        except pex.AMQPError as exc:
-            raise translate(exc) from None
+                self._link.pump(None)
         finally:
-            self._connection.remove_timeout(timer)
+            self._link.cancel_timer(timer)
             self._waiting.discard(correlation_id)
         if correlation_id in self._returned:
             raise RpcError(self._returned.pop(correlation_id))
@@ -108,22 +96,21 @@ class RpcClient:
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         return [self.result(cid, max(0.0, deadline - time.monotonic())) for cid in ids]
 
-    def _on_reply(self, _ch: object, _method: object, props: pika.BasicProperties,
-                  body: bytes) -> None:
-        if props.correlation_id in self._waiting:
-            self._replies[props.correlation_id] = body
+    def _on_reply(self, message: Message) -> None:
+        correlation_id = text(message.properties.correlation_id)
+        if correlation_id in self._waiting:
+            self._replies[correlation_id] = message.body
         # Anything else is a late reply to a call that already timed out: dropped.
 
-    def _on_return(self, _ch: object, method: pika.spec.Basic.Return,
-                   props: pika.BasicProperties, _body: bytes) -> None:
-        if props.correlation_id in self._waiting:
-            self._returned[props.correlation_id] = (
-                f"request unroutable ({method.reply_text}): is an RPC server running on "
+    def _on_return(self, message: Message, reason: str) -> None:
+        correlation_id = text(message.properties.correlation_id)
+        if correlation_id in self._waiting:
+            self._returned[correlation_id] = (
+                f"request unroutable ({reason}): is an RPC server running on "
                 f"{self.settings.rpc_queue!r}?")
 
     def close(self) -> None:
-        if self._connection.is_open:
-            self._connection.close()
+        self._link.close()
 
     def __enter__(self) -> RpcClient:
         return self
@@ -150,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
-    except (WarrenError, pex.AMQPError) as exc:
+    except WarrenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.UNAVAILABLE
     return ExitCode.OK

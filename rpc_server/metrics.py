@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-REQUESTS = Counter("warren_rpc_requests_total", "RPC requests, by outcome",
-                   ["outcome"])  # ok | error | dropped
+REQUESTS = Counter("warren_rpc_requests_total",
+                   "RPC requests, by outcome: ok, error, dropped (no reply_to)", ["outcome"])
 DURATION = Histogram(
     "warren_rpc_request_duration_seconds", "From delivery to reply published",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),

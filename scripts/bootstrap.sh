@@ -27,6 +27,6 @@ apt_install
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import warren, pytest, ruff' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import warren, pytest, ruff, grafana_foundation_sdk, mypy' 2>/dev/null; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[dev]'
 fi

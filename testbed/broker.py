@@ -89,6 +89,16 @@ class SharedEpmd(Protocol):
     def stop(self) -> None: ...
 
 
+def die_with_parent() -> None:
+    """For preexec_fn: SIGTERM (a clean stop) when the process that started it dies.
+
+    Linux ties this to the starting thread: start such a node from the main thread.
+    """
+    from testbed.processes import _die_with_parent as arm
+
+    arm()
+
+
 class Runtime(Protocol):
     """What runs a node's Erlang VM: the host's package, or a container."""
 
@@ -195,6 +205,7 @@ class HostRuntime:
             self.process = subprocess.Popen(
                 [str(RABBITMQ_BIN / "rabbitmq-server")], env=self.env(node), stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True, cwd=d,
+                preexec_fn=die_with_parent if node.die_with_parent else None,
             )
 
     def exited(self) -> bool:
@@ -293,6 +304,7 @@ class LocalBroker:
     # Container nodes only: the epmd to register with. None: the node's own, on a
     # private port, inside its container. A cluster's nodes share one.
     epmd_port: int | None = None
+    die_with_parent: bool = False  # SIGTERM (a clean stop) when the starting process dies
     runtime: Runtime = field(default_factory=runtime_for)
 
     @property
@@ -333,6 +345,9 @@ class LocalBroker:
         self._write_config()
         self.runtime.launch(self)
         self.wait_ready(timeout_s)
+        pid = self.runtime.pid()
+        if pid:  # a host node writes its own; `make local` and its tests read it
+            (self.base_dir / "rabbitmq.pid").write_text(f"{pid}\n")
         if self.runtime.major >= 4:
             self._check_denied()
 
@@ -434,7 +449,7 @@ class LocalBroker:
 
     def beam_pid(self) -> int | None:
         """The host pid whose SIGKILL takes the node down (a container node: its init)."""
-        return self.runtime.pid() or _read_pid(self.base_dir / "rabbitmq.pid")
+        return _read_pid(self.base_dir / "rabbitmq.pid")
 
     def stop(self) -> None:
         """Graceful stop; the data directory stays for a restart."""

@@ -11,7 +11,10 @@ host node. Its data directory (`<base_dir>/data`, also the image's HOME with the
 cookie) is bind-mounted, so a restart — a new container — keeps the data; a
 graceful stop is `docker stop` (SIGTERM: the image's node stops cleanly), a
 crash is `docker kill -s KILL`. Each container is removed when its node stops
-or is killed, its log kept in `<base_dir>/log/container.log`.
+or is killed. `docker run` stays attached, a child of ours: the node's output
+goes straight to `<base_dir>/log/container.log`, and with `die_with_parent` the
+kernel SIGTERMs that child when we die, which it hands on to the node (a clean
+stop), as with a host node.
 
 epmd: a lone node starts its own inside its container on a private port (it
 dies with the node, nothing else needs it). Cluster nodes must outlive each
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from testbed.broker import BrokerStartError, free_port
+from testbed.broker import BrokerStartError, die_with_parent, free_port
 
 if TYPE_CHECKING:
     from testbed.broker import LocalBroker
@@ -46,8 +49,7 @@ CONF = "/etc/rabbitmq/conf.d/90-warren.conf"  # after the image's 10-defaults.co
 # Keep the Erlang distribution (node and CLI) on loopback, like every other port.
 LOOPBACK_DIST = "-kernel inet_dist_use_interface {127,0,0,1}"
 
-# Container name -> where its log goes when it is removed (None: not worth keeping).
-_running: dict[str, Path | None] = {}
+_running: set[str] = set()  # containers this process made and has not removed yet
 _orphans_reaped = False
 
 
@@ -62,6 +64,7 @@ class ContainerRuntime:
     major: int = 4
     epmd_port: int = field(default_factory=free_port)  # a lone node's own epmd
     name: str | None = None  # the node's container while there is one
+    process: subprocess.Popen[bytes] | None = None  # the attached `docker run`
 
     @classmethod
     def for_version(cls, version: str) -> ContainerRuntime:
@@ -107,22 +110,23 @@ class ContainerRuntime:
             "RABBITMQ_CTL_ERL_ARGS": LOOPBACK_DIST,
             **({"RABBITMQ_ERLANG_COOKIE": node.cookie} if node.cookie else {}),
         }
-        result = docker(
-            "run", "--detach", "--name", self.name, "--network", "host",
+        command = [
+            # --rm: whatever ends it (even our own death, with die_with_parent), it goes.
+            "docker", "run", "--rm", "--name", self.name, "--network", "host",
             "--label", f"{OWNER_LABEL}={os.getpid()}",
             "--volume", f"{data}:{DATA}", "--volume", f"{conf}:{CONF}:ro",
             *(arg for key, value in env.items() for arg in ("--env", f"{key}={value}")),
-            self.image, timeout_s=120)
-        if result.returncode != 0:
-            self.name = None
-            raise BrokerStartError(f"docker run {self.image}: {result.stderr.strip()}")
-        _running[self.name] = node.base_dir / "log"
+            self.image]
+        _running.add(self.name)
+        with (node.base_dir / "log" / "container.log").open("ab") as log:
+            # Its own session: a Ctrl-C meant for the test run is not forwarded to the node.
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent if node.die_with_parent else None)
 
     def exited(self) -> bool:
-        if self.name is None:
-            return False
-        state = docker("inspect", "--format", "{{.State.Running}}", self.name)
-        return state.stdout.strip() != "true"
+        return self.process is not None and self.process.poll() is not None
 
     def ctl_command(self, node: LocalBroker, args: tuple[str, ...]) -> list[str]:
         # As the image's rabbitmq user: the cookie in HOME is its own, readable by it only.
@@ -150,21 +154,36 @@ class ContainerRuntime:
     def kill(self, node: LocalBroker) -> None:
         if self.name is None:
             return
+        if self.process is not None and self.process.poll() is None and not self._created():
+            # `docker run` has not created the container yet: stop it from ever doing so.
+            self.process.kill()
         docker("kill", "--signal", "KILL", self.name)
         docker("wait", self.name, timeout_s=60)  # gone for good before anyone looks
         self._remove()
+
+    def _created(self) -> bool:
+        assert self.name is not None
+        return docker("container", "inspect", self.name).returncode == 0
 
     def _remove(self) -> None:
         assert self.name is not None
         _remove_container(self.name)
         self.name = None
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=30)  # it ends with its container
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+            self.process = None
 
     def startup_tail(self, node: LocalBroker) -> str:
-        if self.name is None:
-            return "no container"
-        logs = docker("logs", "--tail", "5", self.name)
-        text = (logs.stdout + logs.stderr).strip()
-        return " | ".join(line.strip()[:300] for line in text.splitlines()) or "no output"
+        try:
+            text = (node.base_dir / "log" / "container.log").read_text(errors="replace")
+        except OSError:
+            return "no container log"
+        lines = [line.strip()[:300] for line in text.splitlines() if line.strip()]
+        return " | ".join(lines[-5:]) or "no output"
 
 
 def container_name(node: LocalBroker) -> str:
@@ -193,15 +212,16 @@ def _in_container(conf: Path, data: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _remove_container(name: str) -> None:
-    """Keep its log beside the node's other files, then remove it."""
-    log_dir = _running.pop(name, None)
-    if log_dir is not None:
-        logs = docker("logs", "--timestamps", name)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with (log_dir / "container.log").open("a") as out:
-            out.write(logs.stdout + logs.stderr)
+def _remove_container(name: str, timeout_s: float = 30.0) -> None:
+    """Remove it and wait until it is gone (a --rm removal may still be under way), so
+    that a restart can take the same name at once."""
+    _running.discard(name)
     docker("rm", "--force", "--volumes", name)
+    deadline = time.monotonic() + timeout_s
+    while docker("container", "inspect", name).returncode == 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"container {name} still there after {timeout_s:.0f}s")
+        time.sleep(0.1)
 
 
 @atexit.register
@@ -253,7 +273,7 @@ class Epmd:
             "--entrypoint", "epmd", self.image, "-port", str(self.port), timeout_s=120)
         if result.returncode != 0:
             raise BrokerStartError(f"epmd container: {result.stderr.strip()}")
-        _running[self.name] = None
+        _running.add(self.name)
         deadline = time.monotonic() + timeout_s
         while not _answers(self.port):
             if time.monotonic() > deadline:

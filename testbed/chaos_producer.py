@@ -16,9 +16,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from pika.adapters.blocking_connection import BlockingChannel
-
-from producer.publisher import ConfirmingPublisher, Outgoing, PublishReport
+from producer.publisher import ConfirmingPublisher, PublishReport
+from warren.amqp import Channel, Outgoing
 from warren.errors import ExitCode
 from warren.health import Health
 from warren.messages import JSON, encode_task, task_properties
@@ -73,7 +72,7 @@ def run(settings: Settings, health: Health, stop: threading.Event) -> int:
     opts = build_parser().parse_args(sys.argv[1:])
     health.set_ready(True)
 
-    def prepare(channel: BlockingChannel) -> None:
+    def prepare(channel: Channel) -> None:
         declare_task_queues(channel, settings)
 
     publisher = TrackingPublisher(

@@ -1,49 +1,61 @@
 """Run a whole warren cluster on this machine and watch every worker's share of the work.
 
-A private RabbitMQ node (data kept in .local-cluster/, so Ctrl-C loses nothing:
-what was not done waits for the next run), N workers and a producer running
-the tutorial's heavy/light mix. Ctrl-C (or --duration) stops the producer
-first, then the workers (each finishes and acks its task in hand), then the node.
+A private RabbitMQ node (data kept in .local-cluster/, so stopping loses nothing: what was
+not done waits for the next run), N workers and a producer running the tutorial's
+heavy/light mix, and the live view of `warren status` (warren/admin/status.py).
+
+However it ends — Ctrl-C (SIGINT), SIGTERM, SIGHUP (the terminal closed), the death of
+the process that started it, or --duration — it stops the producer first, then the
+workers (each finishes and acks its task in hand), then the node, and leaves nothing
+running. Its output may go to a pipe that dies first (`make local | tee run.log` and
+Ctrl-C): the shutdown goes on silently. Should it be SIGKILLed itself, every process it
+started gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and stops on its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from testbed.broker import BrokerStartError, LocalBroker, free_port
 from testbed.processes import REPO, spawn
+from warren.admin.status import StatusReader, render
+from warren.errors import BrokerError
+from warren.settings import Settings
 
 STATE = REPO / ".local-cluster"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
 class Proc:
     name: str
-    port: int
     popen: subprocess.Popen[bytes]
 
-    def sample(self) -> dict[str, float]:
+
+@dataclass
+class Screen:
+    """stdout that may vanish (a closed terminal, a dead pipe): then output is dropped."""
+
+    tty: bool = field(default_factory=lambda: sys.stdout.isatty())
+    gone: bool = False
+
+    def show(self, text: str) -> None:
+        if self.gone:
+            return
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=1) as r:
-                text = r.read().decode()
-        except OSError:
-            return {}
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                key = s.name + "".join(f":{v}" for v in s.labels.values())
-                out[key] = s.value
-        return out
+            print(text, flush=True)
+        except OSError:  # BrokenPipeError, EIO after a hang-up
+            self.gone = True
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), sys.stdout.fileno())
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,40 +87,16 @@ def broker_for(state: Path, fresh: bool) -> LocalBroker:
     amqp, mgmt, prom, dist = (int(p) for p in ports.read_text().split())
     return LocalBroker(state / "rabbitmq", amqp_port=amqp, management_port=mgmt,
                        prometheus_port=prom, dist_port=dist,
-                       password=password_file.read_text().strip())
+                       password=password_file.read_text().strip(), die_with_parent=True)
 
 
 def start(name: str, args: list[str], env: dict[str, str], logs: Path) -> Proc:
-    port = free_port()
-    popen = spawn(["-m", *args], {**env, "METRICS_PORT": str(port), "WORKER_ID": name},
-                  logs / f"{name}.log", new_session=True)
-    return Proc(name, port, popen)
+    popen = spawn(["-m", *args], {**env, "METRICS_PORT": str(free_port()), "WORKER_ID": name},
+                  logs / f"{name}.log", new_session=True, die_with_parent=True)
+    return Proc(name, popen)
 
 
-def render(workers: list[Proc], producer: Proc, started: float, queue: tuple[int, int]) -> str:
-    samples = {w.name: w.sample() for w in workers}
-    done = {n: s.get("warren_worker_tasks_total:done", 0.0) for n, s in samples.items()}
-    busy = {n: s.get("warren_worker_busy_seconds_total", 0.0) for n, s in samples.items()}
-    total_busy = sum(busy.values()) or 1.0
-    elapsed = time.monotonic() - started
-    lines = [f"warren local cluster — {elapsed:5.0f}s   ready {queue[0]:>5}   "
-             f"unacked {queue[1]:>3}   confirmed "
-             f"{producer.sample().get('warren_producer_confirmed_total', 0):.0f}", ""]
-    lines.append(f"{'worker':<10} {'done':>6} {'busy s':>8} {'in hand':>7}  share of busy time")
-    for name in samples:
-        share = busy[name] / total_busy
-        in_hand = samples[name].get("warren_worker_tasks_in_flight", 0)
-        bar = "█" * round(share * 40)
-        lines.append(f"{name:<10} {done[name]:>6.0f} {busy[name]:>8.1f} {in_hand:>7.0f}  "
-                     f"{bar:<40} {share:5.1%}")
-    shares = list(busy.values())
-    if len(shares) > 1 and sum(shares) > 0:
-        jain = sum(shares) ** 2 / (len(shares) * sum(x * x for x in shares))
-        lines.append(f"\nfairness (Jain's index of busy time, 1.0 = perfectly even): {jain:.3f}")
-    return "\n".join(lines)
-
-
-def stop_all(procs: list[Proc], timeout_s: float = 30.0) -> None:
+def stop_all(procs: list[Proc], screen: Screen, timeout_s: float = 30.0) -> None:
     for p in procs:
         if p.popen.poll() is None:
             p.popen.send_signal(signal.SIGTERM)
@@ -118,15 +106,35 @@ def stop_all(procs: list[Proc], timeout_s: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             p.popen.kill()
             code = p.popen.wait()
-        print(f"{p.name} exited {code}")
+        screen.show(f"{p.name} exited {code}")
 
 
-def main() -> int:
-    args = parse_args()
+class Stop:
+    """Set by a stop signal, by --duration, or when the process that started us is gone."""
+
+    def __init__(self, duration: float | None) -> None:
+        self.reason = ""
+        self.parent = os.getppid()
+        self.deadline = time.monotonic() + duration if duration else None
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.reason = self.reason or signal.Signals(signum).name
+
+    def due(self) -> bool:
+        if not self.reason and os.getppid() != self.parent:
+            self.reason = "its parent died"
+        if not self.reason and self.deadline and time.monotonic() >= self.deadline:
+            self.reason = "--duration"
+        return bool(self.reason)
+
+
+def run(args: argparse.Namespace, screen: Screen, stop: Stop) -> None:
     node = broker_for(args.state, args.fresh)
     logs = args.state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    print("starting RabbitMQ ...", flush=True)
+    screen.show("starting RabbitMQ ...")
     try:
         node.start()
     except BrokerStartError:
@@ -134,40 +142,49 @@ def main() -> int:
         (args.state / "ports").unlink(missing_ok=True)
         node = broker_for(args.state, fresh=False)
         node.start_on_free_ports()
-    print(f"RabbitMQ is up (management UI {node.management_url}, user {node.user})")
+    screen.show(f"RabbitMQ is up (management UI {node.management_url}, user {node.user})")
     env = {"AMQP_URL": node.url, "PREFETCH": args.prefetch}
     workers = [start(f"worker-{i + 1}", ["worker"], env, logs) for i in range(args.workers)]
     producer = start("producer", ["producer", "--count", "0", "--rate", str(args.rate),
                                   "--heavy-light", str(args.heavy), str(args.light),
                                   "--no-progress"], env, logs)
-    stop = {"now": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    started = time.monotonic()
-    tty = sys.stdout.isatty()
+    (args.state / "pids").write_text(" ".join(str(p.popen.pid) for p in (*workers, producer)))
     try:
-        while not stop["now"]:
-            if args.duration and time.monotonic() - started >= args.duration:
-                break
-            view = render(workers, producer, started, node.queue_counts("task_queue")
-                          if _queue_exists(node) else (0, 0))
-            print(("\x1b[H\x1b[2J" if tty else "") + view, flush=True)
-            time.sleep(1.0 if tty else 2.0)
+        watch(Settings.from_env({"AMQP_URL": node.url, "LOG_LEVEL": "WARNING"}), screen, stop)
     finally:
-        print("\nstopping: producer first, then workers (each finishes its task), then RabbitMQ")
-        stop_all([producer])
-        stop_all(workers)
+        screen.show(f"\nstopping ({stop.reason or 'error'}): producer first, then workers "
+                    "(each finishes its task), then RabbitMQ")
+        stop_all([producer], screen)
+        stop_all(workers, screen)
         node.stop()
-        print(f"stopped; unfinished tasks stay queued in {args.state} for the next run")
-    return 0
+        screen.show(f"stopped; unfinished tasks stay queued in {args.state} for the next run")
 
 
-def _queue_exists(node: LocalBroker) -> bool:
+def watch(settings: Settings, screen: Screen, stop: Stop) -> None:
+    """The live view: `warren status`, refreshed, until it is time to stop."""
+    started = time.monotonic()
+    reader: StatusReader | None = None
     try:
-        node.queue_counts("task_queue")
-        return True
-    except (KeyError, RuntimeError):
-        return False
+        while not stop.due():
+            if reader is None:
+                try:
+                    reader = StatusReader(settings)
+                except BrokerError:
+                    time.sleep(0.5)
+                    continue
+            snap = reader.snapshot(listen_s=1.0 if screen.tty else 2.0)
+            header = f"warren local cluster — {time.monotonic() - started:5.0f}s   (Ctrl-C stops)"
+            screen.show(("\x1b[H\x1b[2J" if screen.tty else "") + header + "\n" + render(snap))
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def main() -> int:
+    args = parse_args()
+    screen, stop = Screen(), Stop(args.duration)
+    run(args, screen, stop)
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -18,10 +20,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from testbed.broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """For preexec_fn (Linux): SIGTERM this process when the one that started it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn(args: Sequence[str], env: Mapping[str, str] | None = None, log: Path | None = None,
-          *, new_session: bool = False) -> subprocess.Popen[bytes]:
+          *, new_session: bool = False, die_with_parent: bool = False
+          ) -> subprocess.Popen[bytes]:
     """`python <args>` from the repository root, output appended to `log` (or dropped).
 
     The one way the tests, the benchmarks and `make local` start warren's processes:
@@ -31,7 +41,8 @@ def spawn(args: Sequence[str], env: Mapping[str, str] | None = None, log: Path |
     out = log.open("ab") if log else subprocess.DEVNULL
     try:
         return subprocess.Popen([sys.executable, *args], env=full_env, cwd=REPO, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=new_session)
+                                stderr=subprocess.STDOUT, start_new_session=new_session,
+                                preexec_fn=_die_with_parent if die_with_parent else None)
     finally:
         if log:
             out.close()

@@ -28,22 +28,36 @@ def _renderer(fmt: str, stream: TextIO) -> structlog.typing.Processor:
     return structlog.processors.JSONRenderer()
 
 
-def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+def _static(fields: dict[str, str]) -> structlog.typing.Processor:
+    """Fields every line of this process carries, from every thread (contextvars are per
+    thread: a lane or the outbox would not see them)."""
+    def add(_logger: object, _name: str, event: structlog.typing.EventDict
+            ) -> structlog.typing.EventDict:
+        for key, value in fields.items():
+            event.setdefault(key, value)
+        return event
+
+    return add
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None,
+                      service: str = "") -> None:
     stream = stream or sys.stderr
+    static = [_static({"service": service, "worker_id": settings.worker_id})] if service else []
     level = getattr(logging, settings.log_level)
     fmt = settings.log_format
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
     exc = [structlog.processors.format_exc_info] if fmt == "json" else []
     structlog.configure(
-        processors=[*_SHARED, *exc, _renderer(fmt, stream)],
+        processors=[*_SHARED, *static, *exc, _renderer(fmt, stream)],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name],
+        foreign_pre_chain=[*_SHARED, *static, structlog.stdlib.add_logger_name],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *exc,
                     _renderer(fmt, stream)],
     ))
@@ -53,5 +67,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     logging.getLogger("pika").setLevel(max(level, logging.WARNING))
     # Every failed connect makes pika log half a dozen ERROR lines and a traceback; warren's
     # own broker_connection_lost event says the same once, with the reason.
-    for name in ("pika.adapters.utils", "pika.adapters.blocking_connection"):
+    # pika.channel warns of every channel the broker closes; warren logs the same, with its
+    # meaning (broker_connection_lost, a refusal's one line), once.
+    for name in ("pika.adapters.utils", "pika.adapters.blocking_connection", "pika.channel"):
         logging.getLogger(name).setLevel(logging.CRITICAL)

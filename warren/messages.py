@@ -8,8 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pika
-
+from warren.amqp import PERSISTENT, BasicProperties
 from warren.errors import MalformedMessage
 
 JSON = "application/json"
@@ -18,6 +17,21 @@ ATTEMPTS_HEADER = "x-warren-attempts"
 REASON_HEADER = "x-warren-reason"
 ERROR_HEADER = "x-warren-last-error"
 WORKER_HEADER = "x-warren-worker"
+FIRST_FAILED_HEADER = "x-warren-first-failed-at"  # epoch seconds of the first failed attempt
+LAST_FAILED_HEADER = "x-warren-last-failed-at"  # ... and of the latest
+USER_ID_HEADER = "x-warren-user-id"  # a copy's original user_id (the broker checks user_id)
+BODY_DROPPED_HEADER = "x-warren-body-dropped"  # bytes of a body the broker refused to take
+HEADERS_DROPPED_HEADER = "x-warren-headers-dropped"  # bytes of headers too big for a frame
+WARREN_HEADERS = frozenset({ATTEMPTS_HEADER, REASON_HEADER, ERROR_HEADER, WORKER_HEADER,
+                            FIRST_FAILED_HEADER, LAST_FAILED_HEADER, USER_ID_HEADER})
+# Set by the broker; a copy starts its own history, so they never travel on. A forged
+# x-death in a retry copy crashed RabbitMQ 3.10's dead-lettering of the copy back
+# (rabbit_dead_letter); 4.x ignores x-death on published messages altogether.
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+BROKER_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-queue",
+                            "x-first-death-reason", "x-last-death-exchange",
+                            "x-last-death-queue", "x-last-death-reason",
+                            DELIVERY_COUNT_HEADER})
 DOTS_TASK = "dots"
 
 
@@ -36,10 +50,10 @@ def task_properties(
     *,
     message_id: str | None = None,
     headers: dict[str, Any] | None = None,
-) -> pika.BasicProperties:
-    return pika.BasicProperties(
+) -> BasicProperties:
+    return BasicProperties(
         content_type=content_type,
-        delivery_mode=pika.DeliveryMode.Persistent,
+        delivery_mode=PERSISTENT,
         message_id=message_id or os.urandom(16).hex(),  # 128 random bits, as uuid4
         timestamp=int(time.time()),
         headers=headers,
@@ -90,9 +104,3 @@ def _decode_text(body: bytes) -> Task:
     except UnicodeDecodeError:
         raise MalformedMessage("body is not valid UTF-8") from None
     return Task(DOTS_TASK, {"count": text.count(".")})
-
-
-def attempts_of(properties: pika.BasicProperties) -> int:
-    """How many times this task already failed (0 for a fresh one)."""
-    value = (properties.headers or {}).get(ATTEMPTS_HEADER, 0)
-    return value if isinstance(value, int) and value >= 0 else 0

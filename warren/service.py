@@ -10,7 +10,8 @@ from collections.abc import Callable
 import structlog
 from prometheus_client import disable_created_metrics
 
-from warren.errors import AuthenticationFailed, ExitCode, SettingsError
+from warren.amqp import wire
+from warren.errors import AuthenticationFailed, ExitCode, Refused, SettingsError
 from warren.health import Health
 from warren.httpserver import serve_http
 from warren.logs import configure_logging
@@ -41,9 +42,9 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
 def run_service(name: str, run: Callable[[Settings, Health, threading.Event], int]) -> int:
     settings = load_settings_or_exit()
-    configure_logging(settings)
-    structlog.contextvars.bind_contextvars(service=name, worker_id=settings.worker_id)
+    configure_logging(settings, service=name)
     disable_created_metrics()  # half the series, and nothing on the dashboard reads them
+    wire.install()  # any bytes another client put in a message's properties decode
     health = Health()
     try:
         serve_http(settings.metrics_port, health)
@@ -58,3 +59,8 @@ def run_service(name: str, run: Callable[[Settings, Health, threading.Event], in
     except AuthenticationFailed as exc:
         structlog.get_logger(name).error("giving_up", reason=str(exc))
         return ExitCode.UNAVAILABLE
+    except Refused as exc:
+        structlog.get_logger(name).error("giving_up", reason=str(exc))
+        kind = "configuration error" if exc.exit_code == ExitCode.CONFIG else "error"
+        print(f"{kind}: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-import pika
-
+from warren.amqp.connect import check_url
 from warren.bindings import Binding, parse_bindings
 from warren.errors import SettingsError
 
@@ -22,6 +21,7 @@ T = TypeVar("T")
 
 QueueType = Literal["classic", "quorum"]
 LogFormat = Literal["json", "console", "auto"]
+Isolation = Literal["thread", "process"]
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -50,6 +50,14 @@ class Settings:
     events_exchange: str = "warren.events"
     bindings: tuple[Binding, ...] = ()
     task_modules: tuple[str, ...] = ()
+    # Time limits, isolation, recycling (worker/lanes.py, worker/child.py). 0 turns a limit off.
+    task_time_limit_s: float = 0.0
+    task_time_limit_grace_s: float = 5.0
+    task_warn_after_s: float = 300.0
+    task_isolation: Isolation = "thread"
+    concurrency: int = 1
+    max_tasks_per_child: int = 0
+    max_memory_per_child_mb: int = 0
 
     @property
     def redacted_urls(self) -> tuple[str, ...]:
@@ -62,6 +70,12 @@ class Settings:
     @property
     def dead_queue(self) -> str:
         return f"{self.task_queue}.dead"
+
+    @property
+    def status_exchange(self) -> str:
+        """Where workers say every few seconds how they are (`warren status`); beside the
+        task events, so that their subscribers see task events only. "" with events off."""
+        return f"{self.events_exchange}.status" if self.events_exchange else ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -80,6 +94,8 @@ def _with_worker_id(settings: Settings) -> Settings:
 
 def _read(env: Mapping[str, str], name: str, parse: Callable[[str], object]) -> object | None:
     raw = env.get(name)
+    if raw is not None and raw.strip() == "" and name in EMPTY_MEANS_OFF:
+        return ""
     if raw is None or raw.strip() == "":
         return None
     try:
@@ -102,9 +118,9 @@ def parse_amqp_urls(raw: str) -> tuple[str, ...]:
         except ValueError:
             raise ValueError(f"bad port in {redact_url(url)!r}") from None
         try:  # the query options too (heartbeat=, ssl_options=, ...), as pika will read them
-            pika.URLParameters(url)
-        except (ValueError, TypeError, SyntaxError, OSError) as exc:  # OSError: a CA file
-            raise ValueError(f"{redact_url(url)!r}: {type(exc).__name__}: {exc}") from None
+            check_url(url)
+        except ValueError as exc:
+            raise ValueError(f"{redact_url(url)!r}: {exc}") from None
     if not urls:
         raise ValueError("no URL given")
     return urls
@@ -200,6 +216,15 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "EVENTS_EXCHANGE": ("events_exchange", _text),
     "BINDINGS": ("bindings", parse_bindings),
     "TASK_MODULES": ("task_modules", _module_list),
+    "TASK_TIME_LIMIT_S": ("task_time_limit_s", _non_negative_float),
+    "TASK_TIME_LIMIT_GRACE_S": ("task_time_limit_grace_s", _positive_float),
+    "TASK_WARN_AFTER_S": ("task_warn_after_s", _non_negative_float),
+    "TASK_ISOLATION": ("task_isolation", _one_of("thread", "process")),
+    "CONCURRENCY": ("concurrency", _int_in(1, 256)),
+    "MAX_TASKS_PER_CHILD": ("max_tasks_per_child", _int_in(0, 10**9)),
+    "MAX_MEMORY_PER_CHILD_MB": ("max_memory_per_child_mb", _int_in(0, 10**7)),
 }
 
 ENV_VARS: tuple[str, ...] = tuple(_FIELDS)
+# Set but empty turns these off; for every other variable an empty value means the default.
+EMPTY_MEANS_OFF = frozenset({"EVENTS_EXCHANGE"})

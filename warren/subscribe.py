@@ -3,7 +3,8 @@
     python -m warren.subscribe                              # the workers' task events
     python -m warren.subscribe --exchange logs --type topic --key 'europe.#'
 
-The queue lives as long as the subscriber: a broadcast is for whoever is listening.
+The queue lives as long as the subscriber: a broadcast is for whoever is listening. After
+a lost connection it subscribes again (what was broadcast meanwhile is not seen).
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import argparse
 import sys
 import threading
 
-import pika
-import pika.exceptions as pex
-
-from warren.amqp import connect_blocking
+from warren.amqp import Link, Message, run_sessions, wire
+from warren.amqp.wire import text
 from warren.bindings import EXCHANGE_TYPES
-from warren.errors import ExitCode, SettingsError, WarrenError
+from warren.errors import AuthenticationFailed, ExitCode, Refused, SettingsError
+from warren.service import install_stop_handlers
 from warren.settings import Settings
 from warren.topology import declare_exchange
 
@@ -36,20 +36,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def subscribe(settings: Settings, opts: argparse.Namespace, stop: threading.Event) -> int:
-    exchange = opts.exchange or settings.events_exchange
-    conn = connect_blocking(settings, "subscriber")
-    try:
-        channel = conn.channel()
-        declare_exchange(channel, exchange, opts.kind)
-        queue = channel.queue_declare("", exclusive=True).method.queue
-        for key, args in _bindings(opts):
-            channel.queue_bind(queue, exchange, routing_key=key, arguments=args)
-        print(f" [*] Waiting for messages on {exchange!r}. To exit press CTRL+C", flush=True)
-        return _print_messages(channel, queue, opts.count, stop)
-    finally:
-        if conn.is_open:
-            conn.close()
+class Subscriber:
+    def __init__(self, settings: Settings, opts: argparse.Namespace) -> None:
+        self.exchange = opts.exchange or settings.events_exchange
+        self.opts = opts
+        self.seen = 0
+
+    def open(self, link: Link) -> None:
+        channel = link.channel(f"subscribing to {self.exchange!r}")
+        declare_exchange(channel, self.exchange, self.opts.kind)
+        queue = channel.queue_declare("", exclusive=True)
+        for key, args in _bindings(self.opts):
+            channel.queue_bind(queue, self.exchange, routing_key=key, arguments=args)
+        channel.watch()
+        channel.consume(queue, self._print, auto_ack=True)
+        print(f" [*] Waiting for messages on {self.exchange!r}. To exit press CTRL+C",
+              flush=True)
+
+    def _print(self, message: Message) -> None:
+        if self.finished():
+            return
+        print(f" [x] {text(message.routing_key)}: "
+              f"{message.body.decode('utf-8', errors='replace')}", flush=True)
+        self.seen += 1
+
+    def tick(self) -> None:
+        pass
+
+    def finished(self) -> bool:
+        return bool(self.opts.count) and self.seen >= self.opts.count
+
+    def drain(self, _link: Link) -> None:
+        pass
+
+    def closed(self) -> None:
+        pass
 
 
 def _bindings(opts: argparse.Namespace) -> list[tuple[str, dict | None]]:
@@ -59,38 +80,33 @@ def _bindings(opts: argparse.Namespace) -> list[tuple[str, dict | None]]:
     return [(key, None) for key in (opts.key or [""])]
 
 
-def _print_messages(channel: pika.adapters.blocking_connection.BlockingChannel, queue: str,
-                    count: int, stop: threading.Event) -> int:
-    seen = 0
-    for method, _props, body in channel.consume(queue, auto_ack=True, inactivity_timeout=0.5):
-        if stop.is_set():
-            break
-        if method is None:
-            continue
-        print(f" [x] {method.routing_key}: {body.decode('utf-8', errors='replace')}", flush=True)
-        seen += 1
-        if count and seen >= count:
-            break
-    channel.cancel()
-    return ExitCode.OK
-
-
 def main(argv: list[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
     if any("=" not in item for item in opts.header):
         print("error: --header needs KEY=VALUE", file=sys.stderr)
         return ExitCode.USAGE
     stop = threading.Event()
+    wire.install()
     try:
-        return subscribe(Settings.from_env(), opts, stop)
+        settings = Settings.from_env()
+        if not (opts.exchange or settings.events_exchange):
+            print("configuration error: EVENTS_EXCHANGE is empty (events are off): name an "
+                  "exchange with --exchange", file=sys.stderr)
+            return ExitCode.CONFIG
+        install_stop_handlers(stop)
+        run_sessions(settings, "subscriber", stop, Subscriber(settings, opts), io_tick_s=0.2)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
     except KeyboardInterrupt:
         return ExitCode.OK
-    except (WarrenError, pex.AMQPError) as exc:
+    except Refused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except AuthenticationFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.UNAVAILABLE
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

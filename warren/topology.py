@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pika.adapters.blocking_connection import BlockingChannel
-
+from warren.amqp import Channel
 from warren.bindings import EXCHANGE_TYPES, Binding
 from warren.settings import Settings
 
@@ -40,40 +39,42 @@ def retry_queue_arguments(settings: Settings) -> dict[str, Any]:
     }
 
 
-def declare_task_queues(channel: BlockingChannel, settings: Settings) -> None:
+def declare_task_queues(channel: Channel, settings: Settings) -> None:
     channel.queue_declare(settings.task_queue, durable=True,
-                          arguments=task_queue_arguments(settings) or None)
+                          arguments=task_queue_arguments(settings))
     channel.queue_declare(settings.retry_queue, durable=True,
                           arguments=retry_queue_arguments(settings))
     channel.queue_declare(settings.dead_queue, durable=True,
-                          arguments=side_queue_arguments(settings) or None)
+                          arguments=side_queue_arguments(settings))
 
 
-def declare_exchange(channel: BlockingChannel, name: str, kind: str) -> None:
+def declare_exchange(channel: Channel, name: str, kind: str) -> None:
     if kind not in EXCHANGE_TYPES:
         raise ValueError(f"exchange type must be one of {', '.join(EXCHANGE_TYPES)}, got {kind!r}")
-    channel.exchange_declare(name, exchange_type=kind, durable=True)
+    channel.exchange_declare(name, kind)
 
 
-def declare_events_exchange(channel: BlockingChannel, settings: Settings) -> None:
-    if settings.events_exchange:
-        declare_exchange(channel, settings.events_exchange, "fanout")
+def declare_events_exchange(channel: Channel, settings: Settings) -> None:
+    """The task events' fanout exchange and the workers' status one (none with events off)."""
+    for name in (settings.events_exchange, settings.status_exchange):
+        if name:
+            declare_exchange(channel, name, "fanout")
 
 
-def declare_rpc_queue(channel: BlockingChannel, settings: Settings) -> None:
-    """Classic and non-durable, exactly as the seed's server declares it, so both can share it.
+def declare_rpc_queue(channel: Channel, settings: Settings) -> None:
+    """Durable, classic or quorum as QUEUE_TYPE says.
 
-    Requests are only worth answering while their caller waits; in quorum mode
-    the queue must be durable and replicated instead.
+    RabbitMQ 4.x deprecates queues that are neither durable nor exclusive
+    (`transient_nonexcl_queues`; denied, the declare closes the connection), so `rpc_queue`
+    is durable now, where the tutorial's server declared it transient. Its clients never
+    declare it and keep working. An old transient `rpc_queue` on a 3.x broker makes this
+    declare fail (406, `durable`): delete it, or restart the broker, which drops it.
     """
-    if settings.queue_type == "quorum":
-        channel.queue_declare(settings.rpc_queue, durable=True,
-                              arguments={"x-queue-type": "quorum"})
-    else:
-        channel.queue_declare(settings.rpc_queue)
+    arguments = {"x-queue-type": "quorum"} if settings.queue_type == "quorum" else None
+    channel.queue_declare(settings.rpc_queue, durable=True, arguments=arguments)
 
 
-def apply_bindings(channel: BlockingChannel, queue: str, bindings: tuple[Binding, ...]) -> None:
+def apply_bindings(channel: Channel, queue: str, bindings: tuple[Binding, ...]) -> None:
     for binding in bindings:
         declare_exchange(channel, binding.exchange, binding.kind)
         channel.queue_bind(queue, binding.exchange, routing_key=binding.routing_key,

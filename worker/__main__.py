@@ -19,9 +19,9 @@ def run(settings: Settings, health: Health, stop: threading.Event) -> int:
     for module in settings.task_modules:
         try:
             importlib.import_module(module)  # registers the user's @task functions
-        except ImportError as exc:
-            print(f"configuration error: TASK_MODULES: cannot import {module!r}: {exc}",
-                  file=sys.stderr)
+        except Exception as exc:  # a syntax error, or anything the module raises on import
+            print(f"configuration error: TASK_MODULES: cannot import {module!r}: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
             return ExitCode.CONFIG
     return Worker(settings, health, stop, tasks.registry).run()
 

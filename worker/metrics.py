@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-TASKS = Counter("warren_worker_tasks_total", "Tasks settled, by outcome",
-                ["outcome"])  # done | retried | parked | rejected
+TASKS = Counter("warren_worker_tasks_total",
+                "Tasks settled, by outcome: done, retried, parked, rejected", ["outcome"])
 TASK_DURATION = Histogram(
     "warren_worker_task_duration_seconds", "Time spent running a task",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
@@ -17,6 +17,8 @@ PREFETCH = Gauge("warren_worker_prefetch", "basic.qos prefetch count in force (0
 REDELIVERIES = Counter("warren_worker_redeliveries_total",
                        "Deliveries the broker flagged as redelivered")
 CONNECTED = Gauge("warren_worker_connected", "1 while connected and consuming")
+OLDEST_TASK_AGE = Gauge("warren_worker_oldest_task_age_seconds",
+                        "Seconds the oldest task running on this worker has run (0 when idle)")
 
 OUTCOMES = ("done", "retried", "parked", "rejected")
 # Resolved once: exports zeros from the first scrape, and spares a label lookup per task.

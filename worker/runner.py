@@ -1,14 +1,14 @@
-"""The runner thread: decode, run, and hand results back to the I/O thread in batches.
+"""The runner: deliveries to lanes, results back to the I/O thread in batches.
 
-One wake-up of the I/O thread per batch, not per task: under load the runner
-finishes tasks faster than the I/O thread can be woken, and the batch becomes
+One wake-up of the I/O thread per batch, not per task: under load the lanes
+finish tasks faster than the I/O thread can be woken, and the batch becomes
 a single `basic.ack(multiple=True)`.
 
 When the runner was idle (prefetch 1, or a queue running dry), the I/O thread
 waits up to INLINE_WAIT_S for the result instead of going back to its loop:
 a quick task is then settled without a second wake-up, which is most of the
 round trip when tasks take microseconds. A task that takes longer is left to
-the runner and handed back as usual, so heartbeats never wait more than that.
+its lane and handed back as usual, so heartbeats never wait more than that.
 """
 
 from __future__ import annotations
@@ -18,68 +18,86 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
-import pika
-import pika.exceptions as pex
 import structlog
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from warren.amqp import UNDECODABLE_HEADERS
-from warren.errors import MalformedMessage
-from warren.messages import decode_task
+from warren.amqp import Message
+from warren.amqp.wire import text
+from warren.settings import Settings
 from worker import metrics
-from worker.tasks import TaskRegistry, set_current_task_id
+from worker.child import ChildProcess
+from worker.execution import Outcome
+from worker.lanes import Lane, Watchdog, process_rss_bytes
+from worker.tasks import TaskRegistry
 
 log = structlog.get_logger("worker")
 
-Kind = Literal["done", "failed", "malformed"]
 INLINE_WAIT_S = 0.01
+Wake = Callable[[Callable[[], None]], bool]  # run a callable on the I/O thread; False if gone
 
 
 @dataclass(frozen=True)
 class Delivery:
-    connection: BlockingConnection
-    channel: BlockingChannel
-    tag: int
-    properties: pika.BasicProperties
-    body: bytes
+    message: Message
+    session: int  # delivery tags repeat on every connection: a tag means something only here
+
+    @property
+    def tag(self) -> int:
+        return self.message.tag
 
     @property
     def task_id(self) -> str:
-        return self.properties.message_id or f"tag-{self.tag}"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    kind: Kind
-    task_type: str = ""
-    error: str = ""
-    duration_s: float = 0.0
+        return text(self.message.properties.message_id) or f"tag-{self.message.tag}"
 
 
 Finished = tuple[Delivery, Outcome]
 
 
 class Runner:
-    def __init__(self, registry: TaskRegistry, max_body_bytes: int,
-                 settle: Callable[[list[Finished]], None]) -> None:
+    def __init__(self, registry: TaskRegistry, settings: Settings,
+                 settle: Callable[[list[Finished]], None],
+                 recycle: Callable[[str], None] = lambda _reason: None) -> None:
         self.registry = registry
-        self.max_body_bytes = max_body_bytes
+        self.settings = settings
         self.settle = settle
+        self.recycle = recycle  # thread isolation: the worker process itself is recycled
         self.jobs: queue.Queue[Delivery | None] = queue.Queue()
         self._lock = threading.Condition()
         self._finished: list[Finished] = []
         self._wake_pending = False
         self._outstanding = 0  # submitted, not yet handed back
         self._inline_waiting = False
-        self._thread = threading.Thread(target=self._loop, name="task-runner", daemon=True)
+        self._session = 0
+        self._wake: Wake = lambda _callback: False
+        self._done_in_process = 0
+        self._recycling = False
+        self.busy_s = 0.0  # seconds spent running tasks, every lane together
+        self.lanes = [Lane(self, index, self._child()) for index in range(settings.concurrency)]
+        self.watchdog = Watchdog(self)
+
+    def _child(self) -> ChildProcess | None:
+        return ChildProcess(self.settings) if self.settings.task_isolation == "process" else None
 
     def start(self) -> None:
-        self._thread.start()
+        for lane in self.lanes:
+            lane.start()
+        self.watchdog.start()
 
-    def stop(self) -> None:
-        self.jobs.put(None)
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """No more tasks: each lane ends after the task in hand (its child with it)."""
+        self.watchdog.stop()
+        for _ in self.lanes:
+            self.jobs.put(None)
+        deadline = time.monotonic() + timeout_s
+        for lane in list(self.lanes):
+            lane.thread.join(max(0.0, deadline - time.monotonic()))
+
+    def new_session(self, session: int, wake: Wake) -> None:
+        """A new connection: results and bookkeeping of the old one are void."""
+        with self._lock:
+            self._session, self._wake = session, wake
+            self._finished = []
+            self._wake_pending = False
 
     def submit(self, delivery: Delivery, wait_s: float = INLINE_WAIT_S) -> list[Finished]:
         """Queue a delivery; if the runner was idle, wait briefly and return quick results."""
@@ -113,59 +131,56 @@ class Runner:
             if delivery is None:
                 self.jobs.put(None)
                 return out
-            self._done_with(delivery)
+            self._done_with()
             out.append(delivery)
 
-    def reset(self) -> None:
-        """A new connection: results and bookkeeping of the old one are void."""
-        with self._lock:
-            self._finished = []
-            self._wake_pending = False
-
-    def _done_with(self, _delivery: Delivery) -> None:
+    def _done_with(self) -> None:
         with self._lock:
             self._outstanding = max(0, self._outstanding - 1)
 
-    def _loop(self) -> None:
-        while (delivery := self.jobs.get()) is not None:
-            if not delivery.channel.is_open:
-                self._done_with(delivery)  # its connection is gone; the broker requeued it
-                continue
-            # No message_id, no idempotency key: a delivery tag repeats on every channel.
-            set_current_task_id(delivery.properties.message_id or "")
-            with structlog.contextvars.bound_contextvars(task_id=delivery.task_id):
-                try:
-                    outcome = self.execute(delivery)
-                except Exception as exc:  # one message must never kill the runner thread
-                    log.exception("task_runner_error")
-                    outcome = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
-            self._hand_back(delivery, outcome)
+    def next_job(self) -> Delivery | None:
+        """For a lane: the next delivery of the current session, or None to stop (also once
+        the process is being recycled: what waits is handed back by the drain)."""
+        while not self._recycling and (delivery := self.jobs.get()) is not None:
+            if delivery.session == self._session:
+                return delivery
+            self._done_with()  # its connection is gone; the broker requeued it
+        return None
 
-    def execute(self, delivery: Delivery) -> Outcome:
-        if (delivery.properties.headers or {}).get(UNDECODABLE_HEADERS):
-            return Outcome("malformed", error="headers could not be decoded")
-        try:
-            task = decode_task(delivery.body, delivery.properties.content_type,
-                               max_bytes=self.max_body_bytes)
-        except MalformedMessage as exc:
-            return Outcome("malformed", error=str(exc))
-        started = time.perf_counter()
-        kind: Kind = "done"
-        error = ""
-        try:
-            self.registry.resolve(task)()
-        except MalformedMessage as exc:
-            kind, error = "malformed", str(exc)
-        except Exception as exc:
-            kind, error = "failed", f"{type(exc).__name__}: {exc}"
-        duration = time.perf_counter() - started
-        metrics.TASK_DURATION.observe(duration)
-        metrics.BUSY.inc(duration)
-        return Outcome(kind, task.type, error, duration)
+    def replace_lane(self, lane: Lane, delivery: Delivery, outcome: Outcome) -> None:
+        """The watchdog abandoned `lane`'s thread: settle its delivery, start a new thread."""
+        fresh = Lane(self, lane.index, lane.child)
+        self.lanes[self.lanes.index(lane)] = fresh
+        fresh.start()
+        self.hand_back(delivery, outcome)
 
-    def _hand_back(self, delivery: Delivery, outcome: Outcome) -> None:
+    def count_busy(self, duration_s: float) -> None:
+        metrics.TASK_DURATION.observe(duration_s)
+        metrics.BUSY.inc(duration_s)
+        with self._lock:
+            self.busy_s += duration_s
+
+    def count_done_in_process(self) -> None:
+        """Thread isolation: recycle the worker process itself when a ceiling is reached."""
+        self._done_in_process += 1
+        s = self.settings
+        reason = ""
+        if s.max_tasks_per_child and self._done_in_process >= s.max_tasks_per_child:
+            reason = f"{self._done_in_process} tasks (MAX_TASKS_PER_CHILD={s.max_tasks_per_child})"
+        elif s.max_memory_per_child_mb:
+            rss = process_rss_bytes()
+            if rss > s.max_memory_per_child_mb * 2**20:
+                reason = (f"{rss / 2**20:.0f} MB resident "
+                          f"(MAX_MEMORY_PER_CHILD_MB={s.max_memory_per_child_mb})")
+        if reason and not self._recycling:
+            self._recycling = True
+            self.recycle(reason)
+
+    def hand_back(self, delivery: Delivery, outcome: Outcome) -> None:
         with self._lock:
             self._outstanding = max(0, self._outstanding - 1)
+            if delivery.session != self._session:
+                return  # the broker has requeued it with its connection
             self._finished.append((delivery, outcome))
             if self._inline_waiting:
                 self._lock.notify()
@@ -173,9 +188,8 @@ class Runner:
             if self._wake_pending:
                 return  # the I/O thread will take this one with the batch it was woken for
             self._wake_pending = True
-        try:
-            delivery.connection.add_callback_threadsafe(self._settle_batch)
-        except (pex.AMQPError, RuntimeError, ValueError, OSError):
+            wake = self._wake
+        if not wake(self._settle_batch):
             dropped = self.take_finished()
             log.warning("results_dropped", count=len(dropped),
                         reason="connection closed; the broker redelivers")

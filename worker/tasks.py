@@ -12,6 +12,11 @@ the task runs, so a wrongly typed message is parked at once instead of retried:
 
 Raise `BadArguments` for values that can never work (parked at once); any
 other exception counts as a failure and is retried up to MAX_ATTEMPTS.
+
+A time limit (`@task("resize", time_limit=30)`, else TASK_TIME_LIMIT_S) first raises
+`TimeLimitExceeded` inside the task, so it can clean up; a task still running
+TASK_TIME_LIMIT_GRACE_S later is ended (see worker/lanes.py). Either way the attempt
+failed with the reason `time limit`.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ class BadArguments(MalformedMessage):
     """The task's arguments can never work; the message is parked without retries."""
 
 
+class TimeLimitExceeded(Exception):
+    """Raised inside a task that reached its time limit: clean up and let it propagate."""
+
+
 _CHECKED_TYPES: dict[Any, tuple[type, ...]] = {
     int: (int,), float: (int, float), str: (str,), bool: (bool,),
     "int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
@@ -57,6 +66,7 @@ class Registered:
     name: str
     fn: TaskFn
     signature: inspect.Signature
+    time_limit_s: float | None = None
 
     def check(self, args: dict[str, Any]) -> None:
         try:
@@ -83,12 +93,23 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, Registered] = {}
 
-    def task(self, name: str) -> Callable[[TaskFn], TaskFn]:
+    def task(self, name: str, *, time_limit: float | None = None) -> Callable[[TaskFn], TaskFn]:
+        """Register a task; `time_limit` (seconds) overrides TASK_TIME_LIMIT_S for it."""
+        if time_limit is not None and not time_limit > 0:
+            raise ValueError(f"time_limit of {name!r} must be positive, got {time_limit}")
+
         def register(fn: TaskFn) -> TaskFn:
-            self._tasks[name] = Registered(name, fn, inspect.signature(fn))
+            self._tasks[name] = Registered(name, fn, inspect.signature(fn), time_limit)
             return fn
 
         return register
+
+    def time_limit_s(self, task_type: str, default_s: float) -> float | None:
+        """The task's own limit, else `default_s`; None when neither is set (0 = off)."""
+        registered = self._tasks.get(task_type)
+        if registered is not None and registered.time_limit_s is not None:
+            return registered.time_limit_s
+        return default_s or None
 
     def names(self) -> list[str]:
         return sorted(self._tasks)
@@ -116,7 +137,7 @@ def sleep(seconds: float) -> None:
     """Simulated I/O-bound work."""
     if not 0 <= seconds <= _MAX_SLEEP_S:
         raise BadArguments(f"seconds must be within 0..{_MAX_SLEEP_S:g}, got {seconds}")
-    time.sleep(seconds)
+    _sleep(seconds)
 
 
 @task("cpu")
@@ -144,4 +165,11 @@ def noop() -> None:
 @task(DOTS_TASK)
 def dots(count: int) -> None:
     """The tutorial's plain-text task: one unit of work per dot in the body."""
-    time.sleep(count * dot_seconds)
+    _sleep(count * dot_seconds)
+
+
+def _sleep(seconds: float) -> None:
+    """Sleep in short slices: a time limit raised in a thread lands between two of them."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.05))

@@ -6,8 +6,8 @@ table nested deeper than Python's recursion limit, a timestamp past year 9999.
 Left to itself, pika would drop the whole connection (StreamLostError) and the
 broker would hand the message out again, and again.
 
-- warren wraps pika's header decoding (warren/amqp.py): such a message arrives
-  with a marker instead of its headers and is parked at once, on classic queues
+- warren decodes properties leniently (warren/amqp/wire.py): such a message arrives
+  flagged, its headers kept as bytes, and is parked at once with them, on classic queues
   too, which have no delivery limit of their own.
 - Quorum queues count deliveries: with a `delivery-limit` policy the message is
   dead-lettered into task_queue.dead (warren's quorum task_queue has that DLX)

@@ -3,19 +3,15 @@ shutdown grace, credentials."""
 
 from __future__ import annotations
 
-import copy
 import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from urllib.parse import SplitResult, urlsplit
 
-import pytest
-
 from tests.k8s.manifests import (
     EXTERNAL,
     K8S,
-    NAMESPACE,
     Obj,
     config,
     containers,
@@ -73,20 +69,7 @@ def test_warren_containers_get_amqp_url_from_a_secret(objects: list[Obj]) -> Non
         assert entry["valueFrom"]["secretKeyRef"]["key"] == "AMQP_URL", ident(owner)
 
 
-def test_the_grace_period_outlasts_the_shutdown_grace(objects: list[Obj]) -> None:
-    """SIGTERM → finish and ack within SHUTDOWN_GRACE_S; SIGKILL must come later."""
-    grace = _settings(objects).shutdown_grace_s
-    for owner, spec, _ in warren_containers(objects):
-        period = spec.get("terminationGracePeriodSeconds", 30)
-        assert period >= grace + 5, f"{ident(owner)}: {period}s vs SHUTDOWN_GRACE_S={grace}"
-
-
-def test_a_longer_shutdown_grace_in_the_config_map_is_caught(objects: list[Obj]) -> None:
-    changed = copy.deepcopy(objects)
-    cm = next(o for o in of_kind(changed, "ConfigMap") if "SHUTDOWN_GRACE_S" in o["data"])
-    cm["data"]["SHUTDOWN_GRACE_S"] = "600"
-    with pytest.raises(AssertionError):
-        test_the_grace_period_outlasts_the_shutdown_grace(changed)
+# Shutdown grace against terminationGracePeriodSeconds: tests/k8s/test_scale_down.py.
 
 
 # ---- ports and probes --------------------------------------------------------------
@@ -185,22 +168,18 @@ def test_the_credentials_agree_with_each_other(variant: str, objects: list[Obj])
     user, password = creds["RABBITMQ_DEFAULT_USER"], creds["RABBITMQ_DEFAULT_PASS"]
     assert user != "guest"
     (amqp,) = parse_amqp_urls(creds["AMQP_URL"])
-    management = creds["RABBITMQ_MANAGEMENT_URL"]
-    for url in (amqp, management):
-        parts = urlsplit(url)
-        assert (parts.username, parts.password) == (user, password), url.split("@")[-1]
-    _check_amqp_host(objects, urlsplit(amqp))
-    _check_management_url(urlsplit(management))
+    parts = urlsplit(amqp)
+    assert (parts.username, parts.password) == (user, password), amqp.split("@")[-1]
+    _check_amqp_host(objects, parts)
+
+
+def test_nothing_needs_the_management_api_credentials() -> None:
+    """The autoscaler reads Prometheus, not the management API: no URL with a password for
+    it in the Secret (docs/KUBERNETES.md, "Credentials")."""
+    assert "RABBITMQ_MANAGEMENT_URL" not in _example_keys()
 
 
 def _check_amqp_host(objects: list[Obj], parts: SplitResult) -> None:
     service = find(objects, "Service", str(parts.hostname).split(".")[0])
     assert service is not None, f"AMQP_URL host {parts.hostname} is no Service"
     assert parts.port in {p["port"] for p in service["spec"]["ports"]}
-
-
-def _check_management_url(parts: SplitResult) -> None:
-    """KEDA's operator runs in its own namespace: a short host would not resolve there."""
-    assert str(parts.hostname).startswith(f"rabbitmq.{NAMESPACE}.svc"), parts.hostname
-    assert (parts.scheme, parts.port) == ("http", 15672)
-    assert parts.path == "/", "KEDA wants a trailing slash when the URL names no vhost"

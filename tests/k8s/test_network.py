@@ -1,11 +1,18 @@
 """NetworkPolicies: ingress closed by default; AMQP only from warren's pods; metrics only
-from the monitoring namespace; the management API only from KEDA."""
+from the monitoring namespace; the management API from nowhere. The addon for the
+monitoring namespace lets KEDA, and only KEDA, query Prometheus."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
 
-from tests.k8s.manifests import Obj, ident, of_kind, pod_templates, selects
+import pytest
+
+from tests.k8s.backlog import keda_trigger
+from tests.k8s.manifests import K8S, Obj, ident, kustomize, labels, of_kind, pod_templates, selects
+from tests.k8s.test_schemas import validation_errors
 
 AMQP, MANAGEMENT = 5672, 15672
 METRICS = {9100, 15692}
@@ -58,11 +65,9 @@ def test_metrics_only_from_the_monitoring_namespace(objects: list[Obj]) -> None:
         assert rule["from"] == [_namespace("monitoring")], ident(policy)
 
 
-def test_management_api_only_from_keda(objects: list[Obj]) -> None:
-    opened = [(p, r) for p, r in _rules(objects) if MANAGEMENT in _ports(r)]
-    assert bool(opened) == bool(of_kind(objects, "ScaledObject"))
-    for policy, rule in opened:
-        assert rule["from"] == [_namespace("keda")], ident(policy)
+def test_nothing_opens_the_management_api(objects: list[Obj]) -> None:
+    """KEDA reads Prometheus; people use `kubectl port-forward` (not subject to policies)."""
+    assert [ident(p) for p, r in _rules(objects) if MANAGEMENT in _ports(r)] == []
 
 
 def test_the_metrics_policy_covers_every_warren_pod(objects: list[Obj]) -> None:
@@ -73,3 +78,37 @@ def test_the_metrics_policy_covers_every_warren_pod(objects: list[Obj]) -> None:
                for p in c.get("ports") or []):
             assert any(selects(p["spec"]["podSelector"], pod_labels) for p in policies), ident(
                 owner)
+
+
+# ---- k8s/addons: objects for other namespaces, applied by their owners -----------------
+
+ADDONS = sorted(p for p in (K8S / "addons").iterdir() if (p / "kustomization.yaml").is_file())
+PROMETHEUS_POD = {"app.kubernetes.io/name": "prometheus"}  # what the Prometheus Operator sets
+
+
+@pytest.fixture(scope="module")
+def addon_builds(kubectl: str) -> dict[str, list[Obj]]:
+    return {path.name: kustomize(kubectl, path) for path in ADDONS}
+
+
+@pytest.mark.parametrize("path", ADDONS, ids=lambda p: p.name)
+def test_addons_build_validate_and_stay_out_of_warren(path: Path,
+                                                      addon_builds: dict[str, list[Obj]]) -> None:
+    objects = addon_builds[path.name]
+    assert objects
+    for obj in objects:
+        assert validation_errors(obj) == [], ident(obj)
+        assert obj["metadata"]["namespace"] != "warren", "addons are for other namespaces"
+        assert labels(obj).get("app.kubernetes.io/part-of") == "warren", ident(obj)
+
+
+def test_keda_may_query_prometheus_and_nothing_more(addon_builds: dict[str, list[Obj]],
+                                                    build: Callable[[str], list[Obj]]) -> None:
+    (policy,) = addon_builds["prometheus-from-keda"]
+    server = urlsplit(keda_trigger(build("production"))["metadata"]["serverAddress"])
+    # prometheus-operated.<namespace>.svc: the policy must live where Prometheus runs.
+    assert policy["metadata"]["namespace"] == str(server.hostname).split(".")[1]
+    assert policy["spec"]["podSelector"] == {"matchLabels": PROMETHEUS_POD}
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [_namespace("keda")]
+    assert _ports(rule) == {server.port}

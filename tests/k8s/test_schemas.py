@@ -19,7 +19,6 @@ from tests.support.needs import need
 
 CUSTOM = {
     ("keda.sh/v1alpha1", "ScaledObject"),
-    ("keda.sh/v1alpha1", "TriggerAuthentication"),
     ("rabbitmq.com/v1beta1", "RabbitmqCluster"),
     ("monitoring.coreos.com/v1", "PodMonitor"),
 }
@@ -121,15 +120,20 @@ def test_a_misspelled_probe_field_fails(build: Build) -> None:
     assert validation_errors(deployment)
 
 
-@pytest.mark.parametrize("kind", ["ScaledObject", "RabbitmqCluster", "PodMonitor",
-                                  "TriggerAuthentication"])
+@pytest.mark.parametrize("kind", ["ScaledObject", "RabbitmqCluster", "PodMonitor"])
 def test_a_misspelled_field_in_a_custom_resource_fails(build: Build, kind: str) -> None:
     assert validation_errors(_typo(build("production"), kind))
 
 
 def test_a_wrong_type_in_a_custom_resource_fails(build: Build) -> None:
     scaled = copy.deepcopy(next(o for o in build("production") if o["kind"] == "ScaledObject"))
-    scaled["spec"]["triggers"][0]["metadata"]["value"] = 10  # the CRD wants strings
+    scaled["spec"]["triggers"][0]["metadata"]["threshold"] = 10  # the CRD wants strings
+    assert validation_errors(scaled)
+
+
+def test_an_unknown_fallback_behavior_fails(build: Build) -> None:
+    scaled = copy.deepcopy(next(o for o in build("production") if o["kind"] == "ScaledObject"))
+    scaled["spec"]["fallback"]["behavior"] = "currentReplicasIfBigger"
     assert validation_errors(scaled)
 
 

@@ -1,5 +1,10 @@
-"""A live stack for the monitoring tests: workers, producer, RPC server and a private
-Prometheus with the compose job names and static targets, on a private RabbitMQ node.
+"""A live stack for the monitoring tests: workers, producer, RPC server on a private
+RabbitMQ node, scraped by one private Prometheus per installed major release (2.x and
+3.x) with the compose job names, static targets and the real rule files.
+
+Both Prometheus servers scrape the same processes at once, so running the tests under
+both costs one more Prometheus, not one more stack. Each server gets its own evaluation
+instant: the tests look at a `Stack`, which is the stack as one server sees it.
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from testbed.broker import LocalBroker, free_port
+from testbed.broker import free_port
 from testbed.processes import Service, ServiceFactory
 from tests.monitoring.prom_api import PromApi, start_prometheus, stop_process
+from tests.monitoring.prom_tools import PromRelease
 from tests.monitoring.support import (
     PROMETHEUS_YML,
     RULES_DIR,
@@ -38,17 +44,30 @@ class StackSpec:
     prefetch: int
     producer_args: tuple[str, ...]
     task_queue: str = "task_queue"
+    queue_type: str = "classic"
     rpc: bool = False
     conditions: tuple[str, ...] = ()  # PromQL that must all return a sample before `at`
 
 
+class Broker(Protocol):
+    """testbed.broker.LocalBroker (Debian's RabbitMQ) or containers.ContainerBroker (4.x)."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def prometheus_port(self) -> int: ...
+
+
 @dataclass
 class Stack:
+    """The running stack as one Prometheus server sees it."""
+
     api: PromApi
+    release: PromRelease
     spec: StackSpec
     workers: list[Service]
     at: float = 0.0  # the instant every query is evaluated at
-    ticks: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def variables(self) -> dict[str, str]:
@@ -70,7 +89,15 @@ def _key(labels: dict[str, str]) -> str:
     return labels.get("instance") or labels.get("queue") or labels.get("outcome") or "total"
 
 
-def prometheus_config(node: LocalBroker, services: dict[str, list[Service]]) -> dict[str, Any]:
+@dataclass
+class RunningStack:
+    """One stack of processes and the Prometheus servers scraping it, by major release."""
+
+    views: dict[int, Stack]
+    ticks: list[Callable[[], None]] = field(default_factory=list)
+
+
+def prometheus_config(node: Broker, services: dict[str, list[Service]]) -> dict[str, Any]:
     """The compose config's jobs with static targets instead of DNS discovery."""
     broker = [f"127.0.0.1:{node.prometheus_port}"]
     jobs: list[dict[str, Any]] = [
@@ -98,20 +125,25 @@ def full_history() -> str:
     return f'min(count_over_time(up{{job="worker"}}[1m])) >= {FULL_WINDOW_SAMPLES}'
 
 
-def wait_until(stack: Stack) -> float:
-    """Poll until every condition holds; return the evaluation time of that answer."""
-    conditions = (busy_workers(stack.spec.workers), full_history(), *stack.spec.conditions)
+def wait_until(running: RunningStack, spec: StackSpec) -> None:
+    """Poll until every condition holds on every server; fix each server's `at` then."""
+    conditions = (busy_workers(spec.workers), full_history(), *spec.conditions)
     deadline = time.monotonic() + SETTLE_S
-    seen: list[Any] = []
-    while time.monotonic() < deadline:
-        for tick in stack.ticks:
+    waiting = dict(running.views)
+    seen: dict[int, list[Any]] = {}
+    while waiting and time.monotonic() < deadline:
+        for tick in running.ticks:
             tick()
-        seen = [stack.api.vector(expr) for expr in conditions]
-        if all(seen):
-            return max(float(result[0]["value"][0]) for result in seen)
+        for major, stack in list(waiting.items()):
+            seen[major] = [stack.api.vector(expr) for expr in conditions]
+            if all(seen[major]):
+                stack.at = max(float(result[0]["value"][0]) for result in seen[major])
+                del waiting[major]
         time.sleep(0.5)
-    missing = [expr for expr, result in zip(conditions, seen, strict=False) if not result]
-    raise AssertionError(f"not seen within {SETTLE_S:.0f}s: {missing}")
+    missing = {major: [expr for expr, result in zip(conditions, seen.get(major, []),
+                                                    strict=False) if not result]
+               for major in waiting}
+    assert not waiting, f"not seen within {SETTLE_S:.0f}s: {missing}"
 
 
 def start_rpc_client(url: str, cleanup: contextlib.ExitStack) -> Callable[[], None]:
@@ -127,12 +159,14 @@ def start_rpc_client(url: str, cleanup: contextlib.ExitStack) -> Callable[[], No
 
 
 @contextlib.contextmanager
-def running_stack(prometheus: str, node: LocalBroker, tmp: Path,
-                  spec: StackSpec) -> Iterator[Stack]:
+def running_stack(releases: list[PromRelease], node: Broker, tmp: Path,
+                  spec: StackSpec) -> Iterator[RunningStack]:
+    assert releases, "no Prometheus to scrape the stack"
     with contextlib.ExitStack() as cleanup:
         factory = ServiceFactory(tmp, {
             "AMQP_URL": node.url, "DOT_SECONDS": "0.01", "PREFETCH": str(spec.prefetch),
-            "TASK_QUEUE": spec.task_queue, "SHUTDOWN_GRACE_S": "5"})
+            "TASK_QUEUE": spec.task_queue, "QUEUE_TYPE": spec.queue_type,
+            "SHUTDOWN_GRACE_S": "5"})
         cleanup.callback(factory.stop_all)
         services = {"worker": [factory.start("worker", WORKER_ID=f"w{i}")
                                for i in range(spec.workers)]}
@@ -141,11 +175,15 @@ def running_stack(prometheus: str, node: LocalBroker, tmp: Path,
         services["producer"] = [factory.start("producer", *spec.producer_args, ready=False)]
         config = tmp / "prometheus.yml"
         config.write_text(json.dumps(prometheus_config(node, services)))  # JSON is YAML
-        port = free_port()
-        process = start_prometheus(prometheus, config, tmp / "tsdb", port, tmp / "prom.log")
-        cleanup.callback(stop_process, process)
-        stack = Stack(PromApi(f"http://127.0.0.1:{port}"), spec, services["worker"])
+        running = RunningStack({})
+        for release in releases:
+            port, name = free_port(), release.label
+            process = start_prometheus(release.prometheus, config, tmp / f"tsdb-{name}", port,
+                                       tmp / f"{name}.log")
+            cleanup.callback(stop_process, process)
+            running.views[release.major] = Stack(PromApi(f"http://127.0.0.1:{port}"), release,
+                                                 spec, services["worker"])
         if spec.rpc:
-            stack.ticks.append(start_rpc_client(node.url, cleanup))
-        stack.at = wait_until(stack)
-        yield stack
+            running.ticks.append(start_rpc_client(node.url, cleanup))
+        wait_until(running, spec)
+        yield running

@@ -5,6 +5,7 @@ tutorial's alternating heavy/light tasks: one worker gets every heavy task and h
 growing pile of unacked deliveries while the other idles. The dashboard's busy-ratio
 Jain index must drop well below the 0.9+ the fair (PREFETCH=1) run shows, while the
 tasks-done index stays high: equal counts are not fairness when task costs differ.
+Scraped by Prometheus 2.x and 3.x side by side; every test runs against both.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from testbed.broker import LocalBroker
-from tests.monitoring.live import Stack, StackSpec, running_stack
+from tests.monitoring.live import RunningStack, Stack, StackSpec, running_stack
+from tests.monitoring.prom_tools import PromRelease
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(150)]
 
@@ -27,11 +29,11 @@ ROUND_ROBIN = StackSpec(
 
 
 @pytest.fixture(scope="module")
-def stack(prometheus_binary: str, monitoring_node: LocalBroker,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(prometheus_binary, monitoring_node, tmp_path_factory.mktemp("unfair"),
-                       ROUND_ROBIN) as running:
-        yield running
+def running(prometheus_releases: list[PromRelease], monitoring_node: LocalBroker,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with running_stack(prometheus_releases, monitoring_node, tmp_path_factory.mktemp("unfair"),
+                       ROUND_ROBIN) as stack:
+        yield stack
 
 
 def test_busy_fairness_drops_under_round_robin(stack: Stack) -> None:

@@ -109,7 +109,7 @@ def test_logged_in_services_never_log_the_password(
         scanned.add(f"{service.module} /metrics", _metrics_page(service))
         stop(service, scanned)
     every_line = "".join(scanned.texts.values())
-    for event in ("consuming", "serving", "task_retry", "task_parked", "stop_requested"):
+    for event in ("consuming", "serving", "task_retried", "task_parked", "stop_requested"):
         assert event in every_line, event  # the scan covered the interesting paths
     scanned.assert_clean()
 

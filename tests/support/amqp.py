@@ -38,12 +38,15 @@ def publish_tasks(url: str, tasks: list[tuple[str, dict[str, Any]]],
         conn.close()
 
 
-def publish_raw(url: str, body: bytes, queue: str = "task_queue", **props: Any) -> None:
+def publish_raw(url: str, body: bytes, queue: str = "task_queue", declare: bool = True,
+                **props: Any) -> None:
+    """One message with confirms; `declare=False` where the queue exists with arguments."""
     conn = connect(url)
     try:
         channel = conn.channel()
         channel.confirm_delivery()
-        channel.queue_declare(queue, durable=True)
+        if declare:
+            channel.queue_declare(queue, durable=True)
         channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2, **props))
     finally:
         conn.close()

@@ -17,13 +17,13 @@ def test_structlog_and_stdlib_records_are_one_json_object_per_line() -> None:
     try:
         raise ValueError("boom")
     except ValueError:
-        logging.getLogger("pika.channel").exception("pika says %s", "hi")
+        logging.getLogger("pika.connection").exception("pika says %s", "hi")
     logging.getLogger("pika.channel").info("pika chatter")  # below WARNING: dropped
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
     ours, pikas = (json.loads(line) for line in lines)
     assert (ours["event"], ours["task_id"], ours["level"]) == ("task_done", "abc", "info")
-    assert pikas["event"] == "pika says hi" and pikas["logger"] == "pika.channel"
+    assert pikas["event"] == "pika says hi" and pikas["logger"] == "pika.connection"
     assert "ValueError: boom" in pikas["exception"]
 
 

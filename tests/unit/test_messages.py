@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from warren.errors import MalformedMessage
-from warren.messages import Task, attempts_of, decode_task, encode_task, task_properties
+from warren.messages import Task, decode_task, encode_task, task_properties
 
 
 def test_json_task_round_trips() -> None:
@@ -29,12 +28,6 @@ def test_properties_are_persistent_with_id_and_timestamp() -> None:
     assert props.delivery_mode == 2
     assert props.message_id and props.timestamp
     assert props.content_type == "application/json"
-
-
-@pytest.mark.parametrize("value", [None, -1, "2", 1.5])
-def test_attempts_header_must_be_a_non_negative_int(value: object) -> None:
-    props = task_properties(headers={"x-warren-attempts": value})
-    assert attempts_of(props) == 0
 
 
 @given(st.binary(max_size=300), st.sampled_from([None, "application/json", "text/plain"]))

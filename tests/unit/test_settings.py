@@ -68,3 +68,9 @@ def test_every_setting_has_a_documented_env_name() -> None:
     assert {"AMQP_URL", "TASK_QUEUE", "RPC_QUEUE", "PREFETCH", "QUEUE_TYPE", "MAX_ATTEMPTS",
             "RETRY_DELAY_MS", "SHUTDOWN_GRACE_S", "METRICS_PORT", "LOG_FORMAT",
             "LOG_LEVEL"} <= set(ENV_VARS)
+
+
+def test_an_empty_events_exchange_turns_events_off() -> None:
+    assert Settings.from_env({"EVENTS_EXCHANGE": ""}).events_exchange == ""
+    assert Settings.from_env({"EVENTS_EXCHANGE": "  "}).events_exchange == ""
+    assert Settings.from_env({}).events_exchange == "warren.events"

@@ -1,0 +1,88 @@
+"""`warren events`: follow the workers' task events as they happen."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from warren.amqp import Link, Message, run_sessions
+from warren.settings import Settings
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    task_type: str = ""
+    worker: str = ""
+    outcome: str = ""
+    status: bool = False  # also the workers' periodic `worker` events
+
+    def __call__(self, event: dict[str, object]) -> bool:
+        if event.get("event") == "worker":
+            return self.status and (not self.worker or event.get("worker") == self.worker)
+        return ((not self.task_type or event.get("type") == self.task_type)
+                and (not self.worker or event.get("worker") == self.worker)
+                and (not self.outcome or event.get("event") == self.outcome))
+
+
+def line(event: dict[str, object]) -> str:
+    """One event, for a person: time, outcome, type, task id, worker, duration, reason."""
+    stamp = time.strftime("%H:%M:%S")
+    if event.get("event") == "worker":
+        return (f"{stamp} worker   {event.get('worker')}: {event.get('in_flight')} in flight, "
+                f"{event.get('done')} done, {event.get('done_per_s')}/s")
+    error = f"  {event['error']}" if event.get("error") else ""
+    return (f"{stamp} {event.get('event')!s:<8} {event.get('type') or '-'!s:<12} "
+            f"{event.get('task_id')}  {event.get('worker')}  {event.get('duration_s')}s{error}")
+
+
+class Follower:
+    """A session handler: an exclusive queue bound to the events exchange, printed as it comes."""
+
+    def __init__(self, settings: Settings, match: EventFilter, emit: Callable[[str], None],
+                 as_json: bool, count: int = 0) -> None:
+        self.settings = settings
+        self.match = match
+        self.emit = emit
+        self.as_json = as_json
+        self.count = count
+        self.seen = 0
+
+    def open(self, link: Link) -> None:
+        exchange = self.settings.events_exchange
+        channel = link.channel(f"following {exchange!r}")
+        queue = channel.queue_declare("", exclusive=True)
+        exchanges = [exchange, self.settings.status_exchange] if self.match.status else [exchange]
+        for name in exchanges:
+            channel.exchange_declare(name, "fanout")
+            channel.queue_bind(queue, name)
+        channel.watch()
+        channel.consume(queue, self._on_event, auto_ack=True)
+
+    def _on_event(self, message: Message) -> None:
+        try:
+            event = json.loads(message.body)
+        except ValueError:
+            return
+        if not isinstance(event, dict) or not self.match(event) or self.finished():
+            return
+        self.emit(json.dumps(event) if self.as_json else line(event))
+        self.seen += 1
+
+    def tick(self) -> None:
+        pass
+
+    def finished(self) -> bool:
+        return bool(self.count) and self.seen >= self.count
+
+    def drain(self, _link: Link) -> None:
+        pass
+
+    def closed(self) -> None:
+        pass
+
+
+def follow(settings: Settings, follower: Follower, stop: threading.Event) -> None:
+    run_sessions(settings, "warren-events", stop, follower, io_tick_s=0.2)

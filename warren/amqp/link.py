@@ -1,0 +1,272 @@
+"""One connection and its channels, behind the few operations warren uses.
+
+A `Link` belongs to the thread that opened it (pika's BlockingConnection is not
+thread-safe); other threads reach it only through `call_threadsafe`. Acks, nacks and
+publishes go through each channel's asynchronous core: BlockingChannel flushes the socket
+after every call, one full I/O pass per ack, which capped a worker at a few thousand tasks
+a second; frames sent through the core leave together on the link's next `pump`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions as pex
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from warren.amqp.connect import RECOVERABLE, translate
+from warren.errors import BrokerError, ConnectionLost, ExitCode, Refused
+
+OnConfirm = Callable[[int, bool, bool], None]  # (delivery tag, multiple, acked)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A delivery as warren sees it. `properties` are `wire.Properties` once installed."""
+
+    tag: int
+    redelivered: bool
+    exchange: str
+    routing_key: str
+    properties: pika.BasicProperties
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    body: bytes
+    properties: pika.BasicProperties
+    routing_key: str
+    exchange: str = ""
+
+
+class Link:
+    def __init__(self, connection: BlockingConnection) -> None:
+        self._connection = connection
+        self._failure: BrokerError | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._connection.is_open and self._failure is None
+
+    @property
+    def frame_max(self) -> int:
+        """The largest frame the broker accepts on this connection (negotiated, bytes)."""
+        return int(self._connection._impl.params.frame_max)
+
+    def channel(self, purpose: str) -> Channel:
+        """A new channel; `purpose` names it in errors ("consuming task_queue")."""
+        try:
+            return Channel(self, self._connection.channel(), purpose)
+        except RECOVERABLE as exc:
+            raise translate(exc, purpose) from None
+
+    def pump(self, time_limit: float | None) -> None:
+        """Send what is queued, receive and dispatch for up to `time_limit` seconds
+        (None: until something was dispatched).
+
+        Raises the link's failure: the connection lost, or a channel the broker closed
+        (ConnectionLost; Refused for a refusal that will not change on a retry).
+        """
+        self.raise_failure()
+        try:
+            self._connection.process_data_events(time_limit=time_limit)
+        except RECOVERABLE as exc:
+            raise translate(exc) from None
+        self.raise_failure()
+
+    def raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def fail(self, failure: BrokerError) -> None:
+        """Mark the link unusable; the next `pump` raises `failure` (the first one wins)."""
+        if self._failure is None:
+            self._failure = failure
+
+    def call_threadsafe(self, callback: Callable[[], None]) -> bool:
+        """Run `callback` on the link's own thread at its next pump; False if it is gone."""
+        try:
+            self._connection.add_callback_threadsafe(callback)
+            return True
+        except (pex.AMQPError, RuntimeError, ValueError, OSError):
+            return False
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> object:
+        """A timer on the link's own thread; returns a handle for `cancel_timer`."""
+        return self._connection.call_later(delay_s, callback)
+
+    def cancel_timer(self, handle: object) -> None:
+        self._connection.remove_timeout(handle)
+
+    def on_blocked(self, blocked: Callable[[bool], None]) -> None:
+        """`blocked(True)` when a resource alarm stops our publishing, False when it ends."""
+        self._connection.add_on_connection_blocked_callback(lambda *_: blocked(True))
+        self._connection.add_on_connection_unblocked_callback(lambda *_: blocked(False))
+
+    def close(self) -> None:
+        if self._connection.is_open:
+            with contextlib.suppress(*RECOVERABLE):
+                self._connection.close()
+
+
+class Channel:
+    def __init__(self, link: Link, channel: BlockingChannel, purpose: str) -> None:
+        self.link = link
+        self.purpose = purpose
+        self._blocking = channel
+        self._core: pika.channel.Channel = channel._impl  # the one place that reaches in
+
+    @property
+    def is_open(self) -> bool:
+        return self._blocking.is_open and self.link.is_open
+
+    # -- set-up: synchronous, errors translated ------------------------------------------
+    def queue_declare(self, queue: str, *, durable: bool = False, exclusive: bool = False,
+                      passive: bool = False, arguments: Mapping[str, Any] | None = None) -> str:
+        """Declare (or check) a queue; returns its name (the broker's, for "")."""
+        result = self._sync(f"declaring queue {queue!r}", self._blocking.queue_declare,
+                            queue, passive=passive, durable=durable, exclusive=exclusive,
+                            arguments=dict(arguments) if arguments else None)
+        return result.method.queue
+
+    def exchange_declare(self, exchange: str, kind: str = "direct", *, durable: bool = True,
+                         passive: bool = False) -> None:
+        """Declare an exchange, or with `passive` check that it exists (404 if not)."""
+        self._sync(f"declaring exchange {exchange!r}", self._blocking.exchange_declare,
+                   exchange, exchange_type=kind, durable=durable, passive=passive)
+
+    def queue_bind(self, queue: str, exchange: str, routing_key: str = "",
+                   arguments: Mapping[str, Any] | None = None) -> None:
+        self._sync(f"binding {queue!r} to {exchange!r}", self._blocking.queue_bind, queue,
+                   exchange, routing_key=routing_key,
+                   arguments=dict(arguments) if arguments else None)
+
+    def queue_counts(self, queue: str) -> tuple[int, int]:
+        """(ready messages, consumers) of `queue` now; Refused (404) when it does not exist."""
+        result = self._sync(f"checking queue {queue!r}", self._blocking.queue_declare,
+                            queue, passive=True)
+        return int(result.method.message_count), int(result.method.consumer_count)
+
+    def queue_purge(self, queue: str) -> int:
+        """Delete every ready message of `queue`; returns how many."""
+        result = self._sync(f"purging {queue!r}", self._blocking.queue_purge, queue)
+        return int(result.method.message_count)
+
+    def get(self, queue: str) -> Message | None:
+        """One message off `queue` (to ack or nack), or None when it is empty."""
+        method, properties, body = self._sync(f"reading {queue!r}", self._blocking.basic_get,
+                                              queue, auto_ack=False)
+        if method is None:
+            return None
+        return Message(method.delivery_tag, method.redelivered, method.exchange,
+                       method.routing_key, properties, body)
+
+    def transactional(self) -> None:
+        """AMQP tx: publishes and acks take effect together at `commit` (or not at all if
+        this client dies first). RabbitMQ's tx is atomic against a client's death, not
+        against a broker crash mid-commit (rabbitmq.com/docs/semantics)."""
+        self._sync("starting a transaction", self._blocking.tx_select)
+
+    def commit(self) -> None:
+        self._sync("committing", self._blocking.tx_commit)
+
+    def qos(self, prefetch: int) -> None:
+        self._sync("setting the prefetch", self._blocking.basic_qos, prefetch_count=prefetch)
+
+    def consume(self, queue: str, on_message: Callable[[Message], None], *,
+                auto_ack: bool = False, exclusive: bool = False) -> str:
+        """Start a consumer; `on_message` runs on the link's thread, from `pump`."""
+        def deliver(_ch: object, method: pika.spec.Basic.Deliver,
+                    properties: pika.BasicProperties, body: bytes) -> None:
+            on_message(Message(method.delivery_tag, method.redelivered, method.exchange,
+                               method.routing_key, properties, body))
+
+        return self._sync(f"consuming {queue!r}", self._blocking.basic_consume, queue, deliver,
+                          auto_ack=auto_ack, exclusive=exclusive)
+
+    def cancel(self, consumer_tag: str) -> None:
+        """Stop a consumer; deliveries that arrived but were not dispatched go back."""
+        self._sync("cancelling a consumer", self._blocking.basic_cancel, consumer_tag)
+
+    def confirm(self, on_confirm: OnConfirm) -> None:
+        """Publisher confirms: `on_confirm(tag, multiple, acked)` runs from `pump`."""
+        def relay(frame: pika.frame.Method) -> None:
+            method = frame.method
+            on_confirm(method.delivery_tag, method.multiple,
+                       isinstance(method, pika.spec.Basic.Ack))
+
+        done: list[bool] = []
+        self._sync("enabling confirms", self._core.confirm_delivery, relay,
+                   callback=lambda _frame: done.append(True))
+        while not done:
+            self.link.pump(0.01)
+
+    def on_return(self, returned: Callable[[Message, str], None]) -> None:
+        """`returned(message, reason)` for a mandatory publish no queue took."""
+        def relay(_ch: object, method: pika.spec.Basic.Return,
+                  properties: pika.BasicProperties, body: bytes) -> None:
+            returned(Message(0, False, method.exchange, method.routing_key, properties, body),
+                     f"{method.reply_code} {method.reply_text}")
+
+        self._core.add_on_return_callback(relay)
+
+    def watch(self, final: Mapping[int, ExitCode] | None = None) -> None:
+        """Fail the link when the broker closes this channel or cancels its consumer.
+
+        A channel closed mid-session (a consumer timeout, say) is a reason to start over:
+        ConnectionLost. Reply codes in `final` (those that concern what was sent, on a
+        publishing channel) make it Refused with the given exit code instead.
+        """
+        self._core.add_on_close_callback(self._on_closed(final or {}))
+        self._core.add_on_cancel_callback(
+            lambda _frame: self.link.fail(ConnectionLost(
+                f"the broker cancelled the consumer ({self.purpose})")))
+
+    def on_closed(self, closed: Callable[[str], None]) -> None:
+        """`closed(reason)` when the broker closes this channel; the link goes on (for a
+        best-effort channel, such as task events)."""
+        def relay(_ch: object, reason: Exception) -> None:
+            if not isinstance(reason, pex.ChannelClosedByClient):
+                closed(str(reason))
+
+        self._core.add_on_close_callback(relay)
+
+    def _on_closed(self, final: Mapping[int, ExitCode]) -> Callable[[object, Exception], None]:
+        def closed(_ch: object, reason: Exception) -> None:
+            if isinstance(reason, pex.ChannelClosedByClient):
+                return
+            code = getattr(reason, "reply_code", None)
+            if isinstance(reason, pex.ChannelClosedByBroker) and code in final:
+                self.link.fail(Refused(f"{self.purpose}: broker refused: {code} "
+                                       f"{reason.reply_text}", final[code]))
+            else:
+                self.link.fail(ConnectionLost(f"{self.purpose}: {translate(reason)}"))
+
+        return closed
+
+    # -- the hot path: asynchronous, leave with the next pump --------------------------
+    def ack(self, tag: int, multiple: bool = False) -> None:
+        self._core.basic_ack(tag, multiple=multiple)
+
+    def nack(self, tag: int, requeue: bool = True, multiple: bool = False) -> None:
+        self._core.basic_nack(tag, multiple=multiple, requeue=requeue)
+
+    def publish(self, message: Outgoing, mandatory: bool = False) -> None:
+        self._core.basic_publish(message.exchange, message.routing_key, message.body,
+                                 message.properties, mandatory=mandatory)
+
+    def close(self) -> None:
+        if self._blocking.is_open:
+            with contextlib.suppress(*RECOVERABLE):
+                self._blocking.close()
+
+    def _sync(self, doing: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except RECOVERABLE as exc:
+            raise translate(exc, doing) from None

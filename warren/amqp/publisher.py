@@ -1,0 +1,170 @@
+"""Publishing with confirms, shared by the producer and the worker's outbox.
+
+Up to `window` messages are in flight; each confirm frees a slot. Whatever a lost link
+left unconfirmed is sent again on the next one (same properties), oldest first: a
+confirmed message is never lost, an unconfirmed one never silently dropped. A nack (a
+queue at its length limit with `reject-publish`, a broker short of something) is a
+refusal that may succeed later: the message goes again after a delay that grows with
+each nack in a row, capped. Refusals that cannot succeed (403, 404, a 406 for a message
+too large) close the channel; the session loop raises them as Refused. A resource alarm
+blocks the connection: nothing more is sent until it lifts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from warren.amqp.link import Channel, Link, Message, Outgoing
+from warren.amqp.wire import text
+from warren.backoff import Backoff
+from warren.errors import ExitCode
+
+log = structlog.get_logger("warren.amqp")
+
+# What a refusal of a publish means (AMQP 0-9-1 reply codes).
+PUBLISH_REFUSALS = {403: ExitCode.NOPERM, 404: ExitCode.CONFIG, 406: ExitCode.DATAERR}
+
+
+@dataclass
+class _Sent:
+    message: Outgoing
+    token: object
+    sent_at: float
+    returned: str = ""
+
+
+@dataclass
+class PublishEvents:
+    """What the owner hears of each message it submitted (called on the link's thread)."""
+
+    confirmed: Callable[[Outgoing, object, float], None]  # (message, token, latency in s)
+    returned: Callable[[Outgoing, object, str], None] = lambda *_: None
+    nacked: Callable[[Outgoing, object], None] = lambda *_: None
+
+
+class Publisher:
+    def __init__(self, events: PublishEvents, *, window: int = 1000, mandatory: bool = True,
+                 purpose: str = "publishing") -> None:
+        self.events = events
+        self.window = max(1, window)
+        self.mandatory = mandatory
+        self.purpose = purpose
+        self.blocked = False
+        self.sends = 0  # basic.publish calls, re-sends included
+        self._waiting: deque[tuple[Outgoing, object, float]] = deque()  # (msg, token, due)
+        self._pending: OrderedDict[int, _Sent] = OrderedDict()
+        self._channel: Channel | None = None
+        self._next_tag = 0
+        self._nack_backoff = Backoff(base_s=0.1)
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    @property
+    def backlog(self) -> int:
+        """Submitted and not yet confirmed: in flight, or waiting to be (re)sent."""
+        return len(self._pending) + len(self._waiting)
+
+    @property
+    def has_room(self) -> bool:
+        return len(self._pending) + len(self._waiting) < self.window
+
+    # -- links ---------------------------------------------------------------------------
+    def attach(self, link: Link) -> None:
+        channel = link.channel(self.purpose)
+        channel.watch(PUBLISH_REFUSALS)
+        channel.on_return(self._on_return)
+        channel.confirm(self._on_confirm)
+        link.on_blocked(self._on_blocked)
+        self._channel, self._next_tag, self.blocked = channel, 0, False
+        self.flush()
+
+    def detach(self) -> None:
+        """The link is gone: what it left unconfirmed waits to be sent again, oldest first."""
+        self._waiting.extendleft((s.message, s.token, 0.0)
+                                 for s in reversed(self._pending.values()))
+        self._pending.clear()
+        self._channel = None
+
+    # -- sending -------------------------------------------------------------------------
+    def submit(self, message: Outgoing, token: object = None) -> None:
+        """Queue a message; it leaves now if the link has room, else on a later flush."""
+        self._waiting.append((message, token, 0.0))
+        self.flush()
+
+    def take_next(self) -> tuple[Outgoing, object] | None:
+        """Remove the next message waiting to be sent (after a detach: the oldest that was
+        in flight), with its token."""
+        if not self._waiting:
+            return None
+        message, token, _ = self._waiting.popleft()
+        return message, token
+
+    def submit_first(self, message: Outgoing, token: object = None) -> None:
+        """Queue a message ahead of every other."""
+        self._waiting.appendleft((message, token, 0.0))
+
+    def flush(self) -> None:
+        """Send what waits and is due, up to the window (on the link's thread)."""
+        channel = self._channel
+        if channel is None or self.blocked or not channel.is_open:
+            return
+        now = time.monotonic()
+        while self._waiting and len(self._pending) < self.window and self._waiting[0][2] <= now:
+            message, token, _ = self._waiting.popleft()
+            channel.publish(message, mandatory=self.mandatory)
+            self._next_tag += 1
+            self.sends += 1
+            self._pending[self._next_tag] = _Sent(message, token, now)
+
+    # -- the broker's answers ------------------------------------------------------------
+    def _on_confirm(self, tag: int, multiple: bool, acked: bool) -> None:
+        now = time.monotonic()
+        for sent in self._take(tag, multiple):
+            if not acked:
+                self.events.nacked(sent.message, sent.token)
+                delay = self._nack_backoff.next_delay()
+                self._waiting.append((sent.message, sent.token, now + delay))
+            elif sent.returned:
+                self.events.returned(sent.message, sent.token, sent.returned)
+            else:
+                self._nack_backoff.reset()
+                self.events.confirmed(sent.message, sent.token, now - sent.sent_at)
+        self.flush()
+
+    def _take(self, tag: int, multiple: bool) -> list[_Sent]:
+        if not multiple:
+            sent = self._pending.pop(tag, None)
+            return [sent] if sent else []
+        taken = []
+        while self._pending and next(iter(self._pending)) <= tag:
+            taken.append(self._pending.popitem(last=False)[1])
+        return taken
+
+    def _on_return(self, returned: Message, reason: str) -> None:
+        # A basic.return carries no delivery tag; it precedes the confirm of the message it
+        # returns, so it belongs to the oldest unconfirmed message that matches it.
+        key = (returned.exchange, returned.routing_key, returned.body,
+               text(returned.properties.message_id))
+        for sent in self._pending.values():
+            m = sent.message
+            if not sent.returned and (m.exchange, m.routing_key, m.body,
+                                      text(m.properties.message_id)) == key:
+                sent.returned = reason
+                return
+
+    def _on_blocked(self, blocked: bool) -> None:
+        if blocked:
+            log.warning("broker_blocked_publishing", reason="resource alarm",
+                        purpose=self.purpose)
+        else:
+            log.info("broker_unblocked", purpose=self.purpose)
+        self.blocked = blocked
+        self.flush()
