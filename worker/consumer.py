@@ -31,6 +31,7 @@ from warren.amqp.wire import encoded_size, printable, republished, text
 from warren.errors import ExitCode, Refused
 from warren.health import Health
 from warren.messages import (
+    ACQUIRED_HEADER,
     ATTEMPTS_HEADER,
     BROKER_HEADERS,
     DELIVERY_COUNT_HEADER,
@@ -274,7 +275,8 @@ class Worker:
         """An unstarted delivery at shutdown goes back as a fresh copy: it was not attempted."""
         properties = self._copy_properties(
             delivery, {ATTEMPTS_HEADER: min(delivery.facts.prior_failures, LONG_MAX)},
-            {DELIVERY_COUNT_HEADER}, delivery_mode=delivery.message.properties.delivery_mode)
+            {DELIVERY_COUNT_HEADER, ACQUIRED_HEADER},
+            delivery_mode=delivery.message.properties.delivery_mode)
         self.outbox.send(Outgoing(delivery.message.body, properties, self.settings.task_queue),
                          partial(self._copy_confirmed, self._link, self._session, delivery.tag))
 
