@@ -63,11 +63,21 @@ _HANDED_OUT: set[int] = set()
 _PORT_RANGE = (20000, 32000)
 
 
+def _port_range() -> tuple[int, int]:
+    """WARREN_TEST_PORTS=LOW-HIGH narrows the range, so that test runs side by side (the
+    two legs of `make test`) never hand out the same port."""
+    raw = os.environ.get("WARREN_TEST_PORTS", "")
+    if not raw:
+        return _PORT_RANGE
+    low, high = (int(part) for part in raw.split("-", 1))
+    return low, high
+
+
 def free_port() -> int:
     """A port nothing listens on now, never the same twice in this process."""
     rng = random.Random()
     for _ in range(1000):
-        port = rng.randrange(*_PORT_RANGE)
+        port = rng.randrange(*_port_range())
         if port in _HANDED_OUT:
             continue
         with socket.socket() as sock:
@@ -77,7 +87,7 @@ def free_port() -> int:
                 continue
         _HANDED_OUT.add(port)
         return port
-    raise RuntimeError(f"no free port in {_PORT_RANGE}")
+    raise RuntimeError(f"no free port in {_port_range()}")
 
 
 class SharedEpmd(Protocol):
