@@ -84,6 +84,7 @@ class Worker:
         self._stop_deadline = 0.0
         self._status_at = 0.0
         self._status_done = 0
+        self._held_most = 0
         self._exported: dict[str, int] = dict.fromkeys(metrics.OUTCOMES, 0)
 
     @property
@@ -152,8 +153,11 @@ class Worker:
         now = time.monotonic()
         elapsed, self._status_at = now - self._status_at, now
         done, self._status_done = self._counts["done"] - self._status_done, self._counts["done"]
+        # The most held at once since the last event: sampled right after an ack, the count
+        # of the moment would read 0 for a worker that is never idle.
+        in_flight, self._held_most = max(self._held_most, len(self._unsettled)), 0
         body = {"event": "worker", "worker": self.settings.worker_id,
-                "queue": self.settings.task_queue, "in_flight": len(self._unsettled),
+                "queue": self.settings.task_queue, "in_flight": in_flight,
                 "prefetch": self.prefetch, "lanes": len(self.runner.lanes),
                 "isolation": self.settings.task_isolation, **self._counts,
                 "done_per_s": round(done / elapsed, 3) if elapsed < 60 else 0.0,
@@ -191,6 +195,7 @@ class Worker:
         if message.redelivered:
             metrics.REDELIVERIES.inc()
         self._unsettled.add(message.tag)
+        self._held_most = max(self._held_most, len(self._unsettled))
         delivery = Delivery(message, self._session, _facts(message, self._quorum))
         decision = policy.on_arrival(delivery.facts, self.settings.max_attempts)
         if decision.action != "run":
