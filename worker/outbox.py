@@ -34,7 +34,9 @@ log = structlog.get_logger("worker")
 EVENTS_EVERY_S = 0.1  # events leave in batches this often
 MAX_QUEUED_EVENTS = 10_000  # beyond this, with the outbox down or blocked, events are dropped
 WINDOW = 10_000
-UNHEARD_PROBE_S = 5.0  # after an event nobody was bound to hear, wait this long to try again
+# After an event nobody was bound to hear, build none for this long, then try again: a
+# listener that binds hears every event from at most this long after it bound.
+UNHEARD_PROBE_S = 1.0
 Confirmed = Callable[[], None]
 
 
