@@ -190,8 +190,23 @@ class Channel:
                           auto_ack=auto_ack, exclusive=exclusive)
 
     def cancel(self, consumer_tag: str) -> None:
-        """Stop a consumer; deliveries that arrived but were not dispatched go back."""
-        self._sync("cancelling a consumer", self._blocking.basic_cancel, consumer_tag)
+        """Stop a consumer. Deliveries the broker sent before it took the cancel still reach
+        `on_message`, to be settled as usual.
+
+        pika's own cancel rejects them with requeue, and a requeue flags a message
+        redelivered: a worker would count an attempt for a task that never started (a
+        classic queue keeps no other count; a quorum queue raises x-delivery-count or, on
+        4.x, x-acquired-count). So the cancel goes out through the channel underneath,
+        with pika's "reject what arrives meanwhile" mark taken off.
+        """
+        done: list[bool] = []
+        self._sync("cancelling a consumer", self._core.basic_cancel, consumer_tag,
+                   callback=lambda _frame: done.append(True))
+        self._core._cancelled.discard(consumer_tag)
+        while not done and self.is_open:
+            self.link.pump(0.01)
+        # What arrived before the cancel-ok was dispatched by the last pump.
+        self._blocking._consumer_infos.pop(consumer_tag, None)
 
     def confirm(self, on_confirm: OnConfirm) -> None:
         """Publisher confirms: `on_confirm(tag, multiple, acked)` runs from `pump`."""
