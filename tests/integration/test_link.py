@@ -59,3 +59,35 @@ def test_a_cancel_hands_deliveries_on_their_way_to_the_consumer_not_back(amqp_ur
         assert not any(m.redelivered for m in received)
     finally:
         link.close()
+
+
+def test_a_cancel_from_inside_a_delivery_callback_loses_nothing(amqp_url: str) -> None:
+    """A worker changes its prefetch (cancel, consume again) from a delivery's callback,
+    where pika dispatches nothing nested: what waits for dispatch must still reach it."""
+    queue = "link_cancel_nested"
+    _fill(amqp_url, queue)
+    link = Link(pika.BlockingConnection(pika.URLParameters(amqp_url)))
+    try:
+        channel = link.channel("consuming link_cancel_nested")
+        channel.qos(MESSAGES)
+        received: list[Message] = []
+        tags: list[str] = []
+
+        def on_message(message: Message) -> None:
+            received.append(message)
+            if len(received) == 1:
+                channel.cancel(tags[0])
+
+        tags.append(channel.consume(queue, on_message))
+        for _ in range(20):
+            link.pump(0.05)
+        for message in received:
+            channel.ack(message.tag)
+        link.pump(0.2)
+        assert link.is_open
+        left = _drain_flags(amqp_url, queue)
+        assert not any(left), f"{sum(left)} of {len(left)} left messages flagged redelivered"
+        assert len(received) + len(left) == MESSAGES
+        assert not any(m.redelivered for m in received)
+    finally:
+        link.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pika
@@ -205,8 +206,10 @@ class Channel:
         self._core._cancelled.discard(consumer_tag)
         while not done and self.is_open:
             self.link.pump(0.01)
-        # What arrived before the cancel-ok was dispatched by the last pump.
-        self._blocking._consumer_infos.pop(consumer_tag, None)
+        # Deliveries that came before the cancel-ok may still wait for dispatch (a cancel
+        # from inside a delivery's callback pumps without dispatching: pika allows no
+        # nested dispatch); they need the consumer's entry, so it goes after them.
+        self.link.call_threadsafe(partial(self._blocking._consumer_infos.pop, consumer_tag, None))
 
     def confirm(self, on_confirm: OnConfirm) -> None:
         """Publisher confirms: `on_confirm(tag, multiple, acked)` runs from `pump`."""
