@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import pika
@@ -49,6 +48,7 @@ class Link:
     def __init__(self, connection: BlockingConnection) -> None:
         self._connection = connection
         self._failure: BrokerError | None = None
+        self._channels: list[Channel] = []
 
     @property
     def is_open(self) -> bool:
@@ -62,9 +62,11 @@ class Link:
     def channel(self, purpose: str) -> Channel:
         """A new channel; `purpose` names it in errors ("consuming task_queue")."""
         try:
-            return Channel(self, self._connection.channel(), purpose)
+            channel = Channel(self, self._connection.channel(), purpose)
         except RECOVERABLE as exc:
             raise translate(exc, purpose) from None
+        self._channels.append(channel)
+        return channel
 
     def pump(self, time_limit: float | None) -> None:
         """Send what is queued, receive and dispatch for up to `time_limit` seconds
@@ -110,6 +112,8 @@ class Link:
         self._connection.add_on_connection_unblocked_callback(lambda *_: blocked(False))
 
     def close(self) -> None:
+        for channel in self._channels:
+            channel.forget_cancelled()  # pika's close would cancel them again, and assert
         if self._connection.is_open:
             with contextlib.suppress(*RECOVERABLE):
                 self._connection.close()
@@ -121,6 +125,7 @@ class Channel:
         self.purpose = purpose
         self._blocking = channel
         self._core: pika.channel.Channel = channel._impl  # the one place that reaches in
+        self._cancelled: list[str] = []
 
     @property
     def is_open(self) -> bool:
@@ -209,7 +214,13 @@ class Channel:
         # Deliveries that came before the cancel-ok may still wait for dispatch (a cancel
         # from inside a delivery's callback pumps without dispatching: pika allows no
         # nested dispatch); they need the consumer's entry, so it goes after them.
-        self.link.call_threadsafe(partial(self._blocking._consumer_infos.pop, consumer_tag, None))
+        self._cancelled.append(consumer_tag)
+        self.link.call_threadsafe(self.forget_cancelled)
+
+    def forget_cancelled(self) -> None:
+        """Drop pika's entries of consumers `cancel` stopped, once nothing waits for them."""
+        while self._cancelled:
+            self._blocking._consumer_infos.pop(self._cancelled.pop(), None)
 
     def confirm(self, on_confirm: OnConfirm) -> None:
         """Publisher confirms: `on_confirm(tag, multiple, acked)` runs from `pump`."""
