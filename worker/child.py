@@ -37,6 +37,8 @@ log = structlog.get_logger("worker")
 
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 0.05
+READY = "ready"  # the child's first message: handlers installed, TASK_MODULES imported
+START_TIMEOUT_S = 60.0  # past this, the job is sent anyway and `run` sees what became of it
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ def child_main(conn: Connection, settings: Settings) -> None:
     tasks.dot_seconds = settings.dot_seconds
     for module in settings.task_modules:
         importlib.import_module(module)
+    conn.send(READY)
     while (job := conn.recv()) is not None:
         conn.send(Done(_run(job), rss_bytes()))
         sys.stdout.flush()
@@ -117,26 +120,47 @@ class ChildProcess:
         self._conn: Connection | None = None
         self._tasks = 0
         self._hard_stopped = False
+        self._ready = False
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    def start(self) -> None:
+        """Have a child ready for the next job: started, its signal handler installed and
+        TASK_MODULES imported. A time limit counts the task, not a start-up that a busy
+        machine made slow (a soft limit sent before the handler would kill the child)."""
+        conn = self._ensure()
+        if self._ready:
+            return
+        with contextlib.suppress(EOFError, OSError):  # a child that died: `run` reports it
+            if conn.poll(START_TIMEOUT_S):
+                conn.recv()
+        self._ready = True
+
     def run(self, job: Job) -> tuple[Outcome, int]:
         """Run `job` in the child; (outcome, child's RSS in bytes)."""
+        self.start()
         conn = self._ensure()
         started = time.perf_counter()
         self._hard_stopped = False
         try:
             conn.send(job)
-            while not conn.poll(_POLL_S):
-                if not self._process.is_alive():
-                    break
-            done: Done = conn.recv()
+            done = self._receive(conn)
         except (EOFError, OSError, BrokenPipeError):
             return self._died(job, time.perf_counter() - started), 0
         self._tasks += 1
         return done.outcome, done.rss_bytes
+
+    def _receive(self, conn: Connection) -> Done:
+        """The job's Done (EOFError when the child died); a late READY is passed over."""
+        while True:
+            while not conn.poll(_POLL_S):
+                if not self._process.is_alive():
+                    break
+            message = conn.recv()
+            if message != READY:
+                return message
 
     def _died(self, job: Job, elapsed_s: float) -> Outcome:
         self._process.join(5)
@@ -186,7 +210,7 @@ class ChildProcess:
                                                   name="warren-task-child", daemon=True)
             self._process.start()
             child.close()
-            self._conn, self._tasks = parent, 0
+            self._conn, self._tasks, self._ready = parent, 0, False
         return self._conn
 
     def _signal(self, signum: int) -> None:
