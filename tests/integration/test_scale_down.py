@@ -103,10 +103,12 @@ def test_prefetched_tasks_go_back_at_once_and_each_runs_once(
     ids = publish(amqp_url, [("record", {"path": str(out), "seconds": 2.0})] * 3, "classic")
     wait_until(lambda: metric(victim, "warren_worker_tasks_in_flight") == 3, 10,
                "one task running, two waiting in the worker")
-    survivor = services.start("worker")
-
+    # SIGTERM at once: anything slow between here and the signal (starting the other
+    # worker on a loaded machine took seconds) lets the running task end and the next start.
     code, took = stop(victim)
     assert code == 0 and took < 2.0 + EXIT_MARGIN_S  # waited for the running task only
+    assert ready_count(amqp_url, "task_queue") == 2, "the two unstarted tasks went back"
+    survivor = services.start("worker")
     wait_until(lambda: done(survivor) == 2, 20, "the two handed-back tasks")
     records = read_records(str(out))
     assert sorted(key for key, _ in records) == sorted(ids), "each task done exactly once"
