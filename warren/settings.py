@@ -109,6 +109,9 @@ def parse_amqp_urls(raw: str) -> tuple[str, ...]:
     urls = tuple(part.strip() for part in raw.split(",") if part.strip())
     for url in urls:
         parts = urlsplit(url)
+        if "@" in url.partition("://")[2] and "@" not in parts.netloc:
+            raise ValueError(f"{redact_url(url)!r}: a '#', '/' or '?' in the user or "
+                             "password must be percent-encoded (%23, %2F, %3F)")
         if parts.scheme not in ("amqp", "amqps"):
             raise ValueError(f"scheme must be amqp:// or amqps://, got {redact_url(url)!r}")
         if not parts.hostname:
@@ -127,13 +130,17 @@ def parse_amqp_urls(raw: str) -> tuple[str, ...]:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with everything between `user:` and the host's `@` replaced, safe to log.
+
+    Cut at the last `@` of the URL's authority-looking part rather than parsed: a password
+    with an unescaped `#`, `/` or `?` ends a parsed netloc early, and then parsing finds no
+    password at all (RFC 3986 wants them percent-encoded; users type them anyway)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+    userinfo, host = rest.rsplit("@", 1)
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}:***@{host}" if colon else url
 
 
 def _queue_name(raw: str) -> str:
