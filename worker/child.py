@@ -66,7 +66,7 @@ def _soft_limit(_signum: int, _frame: object) -> None:
 
 def child_main(conn: Connection, settings: Settings) -> None:
     """The child's loop: receive a Job, run it, send back Done; None ends it."""
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which drains
     signal.signal(signal.SIGUSR1, _soft_limit)
     configure_logging(settings, service="worker-child")
@@ -101,7 +101,7 @@ def rss_bytes() -> int:
         return 0
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: SIGKILL this child when the worker dies, so no task outlives its parent."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -109,6 +109,22 @@ def _die_with_parent() -> None:
 
 
 # -- the parent's side -------------------------------------------------------------------
+
+def start_forkserver() -> None:
+    """Start the children's forkserver now, from the calling thread (the main thread).
+
+    Its preload, worker.forkserver_guard, makes it die with the worker, and the children
+    die with it: a worker killed with SIGKILL leaves no task running behind it, to be run
+    again by the worker that gets its messages. PR_SET_PDEATHSIG fires when the thread
+    that forked goes, not the process: hence the main thread, never a lane's. The preload
+    also imports what every child needs once, in the forkserver, not in each child."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["worker.forkserver_guard"])
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
 
 class ChildProcess:
     """One lane's child: started on first use, replaced after a death or a recycle."""
@@ -130,6 +146,10 @@ class ChildProcess:
         """Have a child ready for the next job: started, its signal handler installed and
         TASK_MODULES imported. A time limit counts the task, not a start-up that a busy
         machine made slow (a soft limit sent before the handler would kill the child)."""
+        if self._process is not None and not self._process.is_alive():
+            # Died between tasks (an OOM kill, a stray signal): no task of ours to blame.
+            log.warning("task_child_died_idle", exitcode=self._process.exitcode)
+            self._discard()
         conn = self._ensure()
         if self._ready:
             return

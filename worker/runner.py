@@ -28,7 +28,7 @@ from warren.errors import MalformedMessage
 from warren.messages import decode_task
 from warren.settings import Settings
 from worker import metrics
-from worker.child import ChildProcess
+from worker.child import ChildProcess, start_forkserver
 from worker.execution import Outcome, run_task
 from worker.lanes import Lane, Watchdog, process_rss_bytes
 from worker.policy import Facts
@@ -90,6 +90,8 @@ class Runner:
         return ChildProcess(self.settings) if self.settings.task_isolation == "process" else None
 
     def start(self) -> None:
+        if self.settings.task_isolation == "process":
+            start_forkserver()
         for lane in self.lanes:
             lane.start()
         self.watchdog.start()
