@@ -111,6 +111,25 @@ class Runner:
             self._session, self._wake = session, wake
             self._finished = []
             self._wake_pending = False
+        self._release_stale()
+
+    def _release_stale(self) -> None:
+        """A lane still running a task of an old session must not hold up the new one's
+        deliveries: the old delivery went back to the broker with its channel (a consumer
+        timeout, a lost connection), and whatever waited behind the lane would time out in
+        turn. A thread is abandoned (it runs on; its result is dropped), a child is killed
+        (the lane goes on with a new child)."""
+        for lane in list(self.lanes):
+            with lane.lock:
+                delivery = lane.delivery
+                if delivery is None or lane.abandoned or delivery.session == self._session:
+                    continue
+                log.warning("task_released", task_id=delivery.task_id, task_type=lane.task_type,
+                            reason="its delivery went back to the broker with the old channel")
+                abandoned = lane.hard_stop()
+            if abandoned is not None:
+                self.replace_lane(lane, abandoned, Outcome("failed", lane.task_type,
+                                                           "released with its session"))
 
     def submit(self, delivery: Delivery, wait_s: float = INLINE_WAIT_S) -> list[Finished]:
         """Queue a delivery; if the runner was idle, wait briefly and return quick results."""
