@@ -389,6 +389,22 @@ def test_events_refused_leave_tasks_and_copies_alone(
     assert "events_refused" in event_names(worker) and alive(worker)
 
 
+def test_a_producer_stopped_under_an_alarm_ends_within_its_grace_period(
+        node: LocalBroker, services: ServiceFactory) -> None:
+    """Its message went out on a blocked connection, so the broker reads nothing more from
+    it: the close handshake waited for the alarm to clear (it never exited)."""
+    node.ctl("set_vm_memory_high_watermark", "0.0000001")
+    producer = services.start("producer", "--count", "1", "during alarm.", ready=False,
+                              SHUTDOWN_GRACE_S="3")
+    time.sleep(3)  # connected, published, blocked
+    started = time.monotonic()
+    producer.signal(15)
+    code = producer.wait(timeout_s=30)
+    assert time.monotonic() - started < 3 + 3, "one grace period, and a little to exit"
+    assert code == 1, producer.log()  # a message the broker never confirmed
+    assert "unconfirmed 1" in producer.log()
+
+
 def test_sigterm_under_an_alarm_ends_within_one_grace_period(
         node: LocalBroker, services: ServiceFactory, amqp_url: str) -> None:
     worker = services.start("worker", TASK_MODULES=TASKS, SHUTDOWN_GRACE_S="4",

@@ -49,6 +49,8 @@ class Link:
         self._connection = connection
         self._failure: BrokerError | None = None
         self._channels: list[Channel] = []
+        self._blocked = False
+        self.on_blocked(self._set_blocked)
 
     @property
     def is_open(self) -> bool:
@@ -112,11 +114,18 @@ class Link:
         self._connection.add_on_connection_unblocked_callback(lambda *_: blocked(False))
 
     def close(self) -> None:
+        """Close the connection, unless a resource alarm blocks it: once a client published
+        on a blocked connection, RabbitMQ reads nothing more from its socket until the alarm
+        clears, so the close handshake would wait that long (a producer stopped during an
+        alarm never exited). Then the socket goes with the process, or with this object."""
         for channel in self._channels:
             channel.forget_cancelled()  # pika's close would cancel them again, and assert
-        if self._connection.is_open:
+        if self._connection.is_open and not self._blocked:
             with contextlib.suppress(*RECOVERABLE):
                 self._connection.close()
+
+    def _set_blocked(self, blocked: bool) -> None:
+        self._blocked = blocked
 
 
 class Channel:
