@@ -89,6 +89,7 @@ def test_dead_list_show_and_filters(amqp_url: str) -> None:
                     ("d", b"\xff\xfe not json", failed("rejected: body is not valid UTF-8"))])
     listed = json.loads(warren(amqp_url, "--json", "dead", "list").stdout)
     assert [p["message_id"] for p in listed] == ["a", "b", "c", "d"]  # oldest first
+    assert json.loads(warren(amqp_url, "dead", "list", "--json").stdout) == listed
     def ids(*args: str) -> list[str]:
         return [p["message_id"] for p in json.loads(
             warren(amqp_url, "--json", "dead", "list", *args).stdout)]

@@ -37,25 +37,33 @@ def build_parser() -> argparse.ArgumentParser:
         "RPC_QUEUE and EVENTS_EXCHANGE like the services."),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    # --json after the command too (`warren dead list --json`); SUPPRESS keeps a --json
+    # given before the command when it is not repeated after it.
+    json_too = argparse.ArgumentParser(add_help=False)
+    json_too.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                          help="machine-readable output")
     sub = p.add_subparsers(dest="command", required=True)
-    st = sub.add_parser("status", help="queues and live workers")
+    st = sub.add_parser("status", help="queues and live workers", parents=[json_too])
     st.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     st.add_argument("--interval", type=float, default=2.0,
                     help="seconds between refreshes, and of listening for workers (default 2)")
     d = sub.add_parser("dead", help="parked tasks").add_subparsers(dest="action", required=True)
-    _filters(d.add_parser("list", help="parked tasks, oldest first")).add_argument(
-        "--limit", type=int, default=50, help="at most this many (0: all; default 50)")
-    d.add_parser("show", help="one parked task, whole").add_argument("id", help="its message id")
+    listing = _filters(d.add_parser("list", help="parked tasks, oldest first",
+                                    parents=[json_too]))
+    listing.add_argument("--limit", type=int, default=50,
+                         help="at most this many (0: all; default 50)")
+    d.add_parser("show", help="one parked task, whole", parents=[json_too]).add_argument(
+        "id", help="its message id")
     for name, text in (("requeue", "move back to the task queue, attempts reset"),
                        ("purge", "delete for good")):
-        action = _filters(d.add_parser(name, help=text))
+        action = _filters(d.add_parser(name, help=text, parents=[json_too]))
         action.add_argument("ids", nargs="*", metavar="ID", help="message ids")
         action.add_argument("--all", action="store_true", help="every parked task")
         action.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                             help="a progress line (default: on a terminal)")
         if name == "purge":
             action.add_argument("--yes", action="store_true", help="do not ask first")
-    ev = sub.add_parser("events", help="follow task events")
+    ev = sub.add_parser("events", help="follow task events", parents=[json_too])
     ev.add_argument("--type", default="", help="only this task type")
     ev.add_argument("--worker", default="", help="only this worker id")
     ev.add_argument("--outcome", default="", choices=("", "done", "retried", "parked",
