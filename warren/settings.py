@@ -195,6 +195,16 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _exchange_name(raw: str) -> str:
+    """warren declares it, and `<name>.status` beside it: the broker reserves `amq.*`."""
+    if raw.startswith("amq."):
+        raise ValueError(f"{raw!r}: names starting with 'amq.' are reserved by the broker "
+                         "(warren declares this exchange and '<name>.status')")
+    if len(raw.encode()) > 248:
+        raise ValueError("longer than 248 bytes ('<name>.status' must fit in 255)")
+    return raw
+
+
 def _module_list(raw: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in raw.split(",") if part.strip())
     for name in names:
@@ -220,7 +230,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "DOT_SECONDS": ("dot_seconds", _non_negative_float),
     "MAX_BODY_BYTES": ("max_body_bytes", _int_in(1, 128 * 1024 * 1024)),
     "WORKER_ID": ("worker_id", _text),
-    "EVENTS_EXCHANGE": ("events_exchange", _text),
+    "EVENTS_EXCHANGE": ("events_exchange", _exchange_name),
     "BINDINGS": ("bindings", parse_bindings),
     "TASK_MODULES": ("task_modules", _module_list),
     "TASK_TIME_LIMIT_S": ("task_time_limit_s", _non_negative_float),
