@@ -227,3 +227,43 @@ def test_a_requeue_into_workers_being_killed_loses_nothing(
     done = {k for k, _ in read_records(str(out))}
     assert len(done) == count, f"{count - len(done)} lost after {kills} kills"
     assert ready_count(amqp_url, "task_queue.dead") == 0
+
+
+def _read_and_return(url: str, queue: str, times: int) -> None:
+    """What `warren dead list` does to each message: take it unacked, close the channel."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        for _ in range(times):
+            channel = conn.channel()
+            method, _props, _body = channel.basic_get(queue)
+            assert method is not None, "the parked task is gone"
+            channel.close()
+    finally:
+        conn.close()
+
+
+def test_reading_a_quorum_parked_queue_warns_and_the_documented_policy_keeps_it(
+        node_and_url: tuple[LocalBroker, str]) -> None:
+    """A quorum queue counts each read as a delivery; RabbitMQ 4.x drops a message past
+    its delivery limit (20 by default). warren warns, and the README's policy lifts it."""
+    node, url = node_and_url
+    vhost = url.rsplit("/", 1)[1]
+    env = {"TASK_QUEUE": "tq", "QUEUE_TYPE": "quorum"}
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = conn.channel()
+        channel.queue_declare("tq.dead", durable=True, arguments={"x-queue-type": "quorum"})
+        channel.confirm_delivery()
+        channel.basic_publish("", "tq.dead", task("resize", url="x"), pika.BasicProperties(
+            message_id="p", delivery_mode=2, headers={"x-warren-reason": "failed 3 times"}))
+    finally:
+        conn.close()
+    _read_and_return(url, "tq.dead", 11)
+    listed = warren(url, "dead", "list", **env)
+    assert listed.returncode == 0 and "warning: a parked task in 'tq.dead'" in listed.stderr
+    if node.runtime.major >= 4:  # 3.x has no default limit, and refuses -1
+        node.ctl("set_policy", "-p", vhost, "warren-dead", r"\.dead$",
+                 '{"delivery-limit": -1}', "--apply-to", "quorum_queues")
+    _read_and_return(url, "tq.dead", 25)  # past 4.x's default limit of 20
+    assert [p["message_id"] for p in json.loads(warren(url, "--json", "dead", "list",
+                                                       **env).stdout)] == ["p"]

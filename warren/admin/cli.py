@@ -141,8 +141,27 @@ def run_dead(settings: Settings, opts: argparse.Namespace) -> int:
         link.close()
 
 
+# A quorum queue counts every read of `warren dead` as a delivery; RabbitMQ 4.x drops a
+# message past its delivery limit (20 by default) when the queue has nowhere to send it.
+READS_WARNING = 10
+
+
+def _warn_of_read_counts(found: list[dead.Parked], queue: str) -> None:
+    worst = max((_count(p.headers.get("x-delivery-count")) for p in found), default=0)
+    if worst >= READS_WARNING:
+        print(f"warning: a parked task in {queue!r} has been read {worst} times: on RabbitMQ "
+              "4.x a quorum queue drops it past its delivery limit (20 by default). Lift the "
+              "limit: rabbitmqctl set_policy warren-dead '\\.dead$' "
+              "'{\"delivery-limit\": -1}' --apply-to quorum_queues", file=sys.stderr)
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def dead_list(link: Link, settings: Settings, opts: argparse.Namespace) -> int:
     found = dead.browse(link, settings.dead_queue, _filter(opts), opts.limit)
+    _warn_of_read_counts(found, settings.dead_queue)
     if opts.json:
         print(json.dumps([p.to_dict() for p in found], indent=2))
         return ExitCode.OK
@@ -156,6 +175,7 @@ def dead_list(link: Link, settings: Settings, opts: argparse.Namespace) -> int:
 
 def dead_show(link: Link, settings: Settings, opts: argparse.Namespace) -> int:
     found = dead.browse(link, settings.dead_queue, dead.Filter(ids=frozenset({opts.id})), 1)
+    _warn_of_read_counts(found, settings.dead_queue)
     if not found:
         return _fail(f"error: no parked task with message id {opts.id!r} in "
                      f"{settings.dead_queue!r}", ExitCode.USAGE)
