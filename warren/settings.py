@@ -136,11 +136,15 @@ def redact_url(url: str) -> str:
     with an unescaped `#`, `/` or `?` ends a parsed netloc early, and then parsing finds no
     password at all (RFC 3986 wants them percent-encoded; users type them anyway)."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:  # no scheme, or a mistyped one ("amqp:/"): the same cut, on the whole
+        scheme, sep, rest = "", "", url
+    if "@" not in rest:
         return url
     userinfo, host = rest.rsplit("@", 1)
-    user, colon, _password = userinfo.partition(":")
-    return f"{scheme}://{user}:***@{host}" if colon else url
+    head, colon, _password = userinfo.partition(":")  # a user has no ":"; a password may
+    if not colon:
+        return url
+    return f"{scheme}{sep}{head}:***@{host}"
 
 
 def _queue_name(raw: str) -> str:

@@ -72,6 +72,15 @@ def test_a_password_with_unescaped_url_characters_never_shows(odd: str) -> None:
     assert "percent-encoded" in str(caught.value)
 
 
+@pytest.mark.parametrize("url", [f"warren:{SECRET}@127.0.0.1:5672/%2F",
+                                 f"amqp:/warren:{SECRET}@127.0.0.1",
+                                 f"amqp://u:p@h/%2F,warren:{SECRET}@h2"])
+def test_a_url_without_its_scheme_never_shows_the_password(url: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"AMQP_URL": url})
+    assert SECRET not in str(caught.value)
+
+
 def test_a_password_with_an_at_sign_is_redacted_whole() -> None:
     assert redact_url(f"amqp://user:p@ss{SECRET}@host/%2F") == "amqp://user:***@host/%2F"
 
