@@ -109,7 +109,7 @@ class StatusReader:
     def _on_event(self, message: Message) -> None:
         try:
             event = json.loads(message.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # anyone may publish there: "[" * 200000
             return
         if isinstance(event, dict) and event.get("event") == "worker":
             self._heard[str(event.get("worker"))] = (event, time.monotonic())
