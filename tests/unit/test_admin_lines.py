@@ -26,3 +26,22 @@ def test_a_body_nested_past_the_recursion_limit_is_passed_over() -> None:
     follower._on_event(Message(1, False, "warren.events", "", props, b"[" * 200_000))
     follower._on_event(Message(2, False, "warren.events", "", props, b'{"event": "done"}'))
     assert printed == ['{"event": "done"}']
+
+
+def test_a_task_of_unknown_age_is_never_older_than_anything() -> None:
+    """`dead purge --older-than 604800` purged a message without timestamp or warren headers."""
+    from warren.admin.dead import Filter, Parked
+
+    unknown = Parked("m", "t", "r", None, None, None, None, {}, b"")
+    assert not Filter(older_than_s=604800)(unknown)
+    assert Filter()(unknown)
+
+
+def test_a_bad_reason_pattern_is_a_usage_error_not_a_traceback() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "warren.admin", "dead", "list", "--reason", "("],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "not a regular expression" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import threading
 import time
@@ -73,8 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _regex(raw: str) -> str:
+    try:
+        re.compile(raw)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {exc}") from None
+    return raw
+
+
 def _filters(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--reason", default="", help="a regular expression searched in the reason")
+    p.add_argument("--reason", default="", type=_regex,
+                   help="a regular expression searched in the reason")
     p.add_argument("--type", default="", help="task type")
     p.add_argument("--older-than", type=float, default=0.0, metavar="SECONDS",
                    help="last failed at least this long ago")
@@ -205,7 +215,10 @@ def dead_move(link: Link, settings: Settings, opts: argparse.Namespace) -> int:
         return _report({"requeued": moved}, opts, f"requeued {moved} to {settings.task_queue}")
     if not opts.yes:
         count = len(dead.browse(link, settings.dead_queue, match))
-        answer = input(f"delete {count} parked task(s) from {settings.dead_queue}? [y/N] ")
+        try:
+            answer = input(f"delete {count} parked task(s) from {settings.dead_queue}? [y/N] ")
+        except EOFError:  # no terminal to ask (stdin closed): no is the answer
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             return _fail("nothing deleted", ExitCode.OK)
     purged = dead.purge(link, settings.dead_queue, match, progress)
