@@ -31,6 +31,8 @@ echo "=== test leg 2 (RabbitMQ 4.3: ${BOTH_VERSIONS[*]}) runs beside leg 1; its 
 env WARREN_TEST_RABBITMQ=4.3 WARREN_TEST_PORTS=26000-32000 "$VENV/bin/pytest" \
   --basetemp="$scratch/leg2" "${BOTH_VERSIONS[@]}" >"$scratch/leg2.log" 2>&1 &
 leg2=$!
+# A background job ignores Ctrl-C (SIGINT): stop leg 2 with leg 1.
+trap 'kill -TERM "$leg2" 2>/dev/null; wait "$leg2" 2>/dev/null; exit 130' INT TERM
 
 echo "=== test leg 1 (RabbitMQ 3.10, every suite)" >&2
 rc1=0
