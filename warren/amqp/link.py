@@ -267,9 +267,10 @@ class Channel:
 
     def on_closed(self, closed: Callable[[str], None]) -> None:
         """`closed(reason)` when the broker closes this channel; the link goes on (for a
-        best-effort channel, such as task events)."""
+        best-effort channel, such as task events). A channel that goes with its connection
+        is not reported: the session's own loss says it."""
         def relay(_ch: object, reason: Exception) -> None:
-            if not isinstance(reason, pex.ChannelClosedByClient):
+            if isinstance(reason, pex.ChannelClosedByBroker):
                 closed(str(reason))
 
         self._core.add_on_close_callback(relay)
