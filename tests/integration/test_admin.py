@@ -167,7 +167,12 @@ def test_clear_errors_and_no_password(node_and_url: tuple[LocalBroker, str]) -> 
         "wrong password": (warren(wrong, "status"), 69, "refused the login"),
         "nothing listens": (warren("amqp://u:hunter2@127.0.0.1:1/%2F", "status"), 69,
                             "cannot reach RabbitMQ at amqp://u:***@127.0.0.1:1/"),
+        "events, nothing listens": (warren("amqp://u:hunter2@127.0.0.1:1/%2F", "events",
+                                           timeout_s=20), 69, "cannot reach RabbitMQ"),
+        "events, wrong password": (warren(wrong, "events", timeout_s=20), 69,
+                                   "refused the login"),
         "bad url": (warren("http://u:hunter2@h/", "status"), 78, "AMQP_URL"),
+        "no scheme": (warren("u:hunter2@h/", "status"), 78, "AMQP_URL"),
         "no dead queue": (warren(url, "dead", "list"), 78, "404"),
     }
     node.api("PUT", "/api/users/peeker", {"password": "peeker-pass", "tags": ""})

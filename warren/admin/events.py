@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from warren.amqp import Link, Message, run_sessions
+from warren.amqp import Link, Message, connect, run_sessions
 from warren.amqp.wire import text as wire_text
 from warren.settings import Settings
 
@@ -89,4 +89,8 @@ class Follower:
 
 
 def follow(settings: Settings, follower: Follower, stop: threading.Event) -> None:
+    """Follow until `stop` (or the count); reconnects after a loss. A broker that cannot be
+    reached or refuses the login at the start is an error at once (ConnectionLost,
+    AuthenticationFailed), as for every other command: a person is waiting."""
+    Link(connect(settings, "warren-events")).close()
     run_sessions(settings, "warren-events", stop, follower, io_tick_s=0.2)
