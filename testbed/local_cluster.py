@@ -85,9 +85,15 @@ def broker_for(state: Path, fresh: bool) -> LocalBroker:
     if not ports.exists():
         ports.write_text(" ".join(str(free_port()) for _ in range(4)))
     amqp, mgmt, prom, dist = (int(p) for p in ports.read_text().split())
+    # The node's name outlives its ports (a saved port taken by another program moves the
+    # node to new ones): the queued tasks on disk belong to that name.
+    name_file = state / "node"
+    if not name_file.exists():
+        name_file.write_text(f"warren-{amqp}")
     return LocalBroker(state / "rabbitmq", amqp_port=amqp, management_port=mgmt,
                        prometheus_port=prom, dist_port=dist,
-                       password=password_file.read_text().strip(), die_with_parent=True)
+                       password=password_file.read_text().strip(), die_with_parent=True,
+                       name=name_file.read_text().strip())
 
 
 def start(name: str, args: list[str], env: dict[str, str], logs: Path) -> Proc:
