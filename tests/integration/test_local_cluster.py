@@ -161,3 +161,27 @@ def test_queued_tasks_outlive_a_saved_port_taken_meanwhile(tmp_path: Path) -> No
             proc.wait(timeout=90)
     assert _ready(view) >= left - 3 * 10, "the backlog was left behind"  # 3 workers ran a while
     assert int((state / "ports").read_text().split()[0]) != amqp_port
+
+
+def test_a_terminal_that_goes_away_without_a_signal_stops_everything(tmp_path: Path) -> None:
+    """`make local` in a terminal that closes: the kernel sends SIGHUP to make, which waits
+    for its recipe without passing it on. The cluster sees its terminal gone (EIO) and stops.
+    Here: a terminal that is not the process's controlling one, so no SIGHUP at all."""
+    import select
+
+    need(rabbitmq_available(), "rabbitmq-server is not installed")
+    state = tmp_path / "state"
+    master, slave = os.openpty()
+    proc = subprocess.Popen(command(state), stdout=slave, stderr=subprocess.DEVNULL,
+                            start_new_session=True, cwd=REPO)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 90
+    while b"fairness (Jain's index" not in seen and time.monotonic() < deadline:
+        if select.select([master], [], [], 1.0)[0]:
+            seen += os.read(master, 65536)
+    assert b"fairness (Jain's index" in seen, seen[-1500:]
+    pids = started_pids(state)
+    os.close(master)  # the terminal goes away
+    assert proc.wait(timeout=90) == 0
+    assert_stopped_cleanly(state, pids)
