@@ -79,6 +79,17 @@ def test_status_shows_queues_and_every_live_worker(services: ServiceFactory,
     queues = {q["name"]: q for q in doc["queues"]}
     assert queues["task_queue"]["consumers"] == 2 and queues["rpc_queue"]["ready"] is None
     assert sorted(w["worker"] for w in doc["workers"]) == ["w1", "w2"]
+    # Recent rates: the ready count's change over the listening window, and what the
+    # queue's workers finish. A backlog published at a steady rate with nobody consuming
+    # grows the ready count.
+    publisher = services.start("producer", "--count", "0", "--rate", "50", "--no-progress",
+                               TASK_QUEUE="other_queue", ready=False)
+    time.sleep(2)
+    doc = json.loads(warren(amqp_url, "--json", "status", TASK_QUEUE="other_queue").stdout)
+    publisher.signal(15)
+    growing = {q["name"]: q for q in doc["queues"]}["other_queue"]
+    assert growing["ready_per_s"] > 10, growing
+    assert queues["task_queue"]["done_per_s"] == 0.0 and queues["task_queue"]["ready_per_s"] == 0
 
 
 def test_dead_list_show_and_filters(amqp_url: str) -> None:
