@@ -195,8 +195,8 @@ class Runner:
             recent.append(duration_s)
             if duration_s >= FAST_MAX_S:
                 self._fast.discard(task_type)
-            elif (len(recent) == FAST_AFTER and max(recent) < FAST_MAX_S
-                  and sorted(recent)[FAST_AFTER // 2] < FAST_S):
+            elif (task_type not in self._fast and len(recent) == FAST_AFTER
+                  and max(recent) < FAST_MAX_S and sorted(recent)[FAST_AFTER // 2] < FAST_S):
                 self._fast.add(task_type)
 
     def run_inline(self, delivery: Delivery) -> Finished | None:
