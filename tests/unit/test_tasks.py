@@ -41,3 +41,30 @@ def test_cpu_task_is_deterministic() -> None:
 def test_fail_task_raises_a_retryable_error() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         registry.resolve(Task("fail", {"message": "boom"}))()
+
+
+def _plain(x: int, y: str = "d", *, z: float = 0.0) -> None: ...
+def _positional(x: int, /) -> None: ...
+def _var(x: int, **rest: object) -> None: ...
+
+
+@pytest.mark.parametrize(("fn", "args", "refusal"), [
+    (_plain, {"x": 1}, None),
+    (_plain, {"x": 1, "y": "s", "z": 2}, None),
+    (_plain, {}, "missing a required argument: 'x'"),
+    (_plain, {"y": "s"}, "missing a required argument: 'x'"),
+    (_plain, {"x": 1, "w": 2}, "unexpected keyword argument 'w'"),
+    (_plain, {"x": "1"}, "x must be int, got str"),
+    (_plain, {"x": 1, "z": "2"}, "z must be float, got str"),
+    (_positional, {"x": 1}, "positional only"),
+    (_var, {"x": 1, "w": "anything"}, None),
+    (_var, {"w": 1}, "missing a required argument: 'x'"),
+])
+def test_arguments_are_checked_alike_on_every_path(fn, args, refusal) -> None:
+    reg = TaskRegistry()
+    reg.task("t")(fn)
+    if refusal is None:
+        reg.resolve(Task("t", args))
+    else:
+        with pytest.raises(BadArguments, match=refusal):
+            reg.resolve(Task("t", args))
