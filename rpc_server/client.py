@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import uuid
 from collections.abc import Iterable
 
@@ -68,23 +67,7 @@ class RpcClient:
         return correlation_id
 
     def result(self, correlation_id: str, timeout_s: float | None = None) -> int:
-        limit = self.timeout_s if timeout_s is None else timeout_s
-        expired = [False]
-        # One timer per call, and an untimed wait that returns on the first event: a timed
-        # wait per loop round would add a timer of its own to every reply's path.
-        timer = self._link.call_later(limit, lambda: expired.__setitem__(0, True))
-        try:
-            while correlation_id not in self._replies and correlation_id not in self._returned:
-                if expired[0]:
-                    raise RpcTimeout(f"no reply from {self.settings.rpc_queue!r} within "
-                                     f"{limit}s")
-                self._link.pump(None)
-        finally:
-            self._link.cancel_timer(timer)
-            self._waiting.discard(correlation_id)
-        if correlation_id in self._returned:
-            raise RpcError(self._returned.pop(correlation_id))
-        return decode_reply(self._replies.pop(correlation_id))
+        return self._collect([correlation_id], timeout_s)[0]
 
     def call(self, a: int, b: int, timeout_s: float | None = None) -> int:
         return self.result(self.send(a, b), timeout_s)
@@ -92,9 +75,39 @@ class RpcClient:
     def call_many(self, pairs: Iterable[tuple[int, int]],
                   timeout_s: float | None = None) -> list[int]:
         """Send every request at once, then collect the replies in order."""
-        ids = [self.send(a, b) for a, b in pairs]
-        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
-        return [self.result(cid, max(0.0, deadline - time.monotonic())) for cid in ids]
+        return self._collect([self.send(a, b) for a, b in pairs], timeout_s)
+
+    def _collect(self, ids: list[str], timeout_s: float | None) -> list[int]:
+        """The replies to `ids`, in order, within one timeout for them all; raises RpcTimeout,
+        or RpcError for the first returned or failed call."""
+        try:
+            self._wait(ids, self.timeout_s if timeout_s is None else timeout_s)
+            return [self._take(cid) for cid in ids]
+        finally:
+            for cid in ids:  # a late reply to any of them is dropped, not kept
+                self._waiting.discard(cid)
+                self._replies.pop(cid, None)
+                self._returned.pop(cid, None)
+
+    def _wait(self, ids: list[str], limit_s: float) -> None:
+        expired = [False]
+        # One timer for the batch, and an untimed wait that returns on the first event: a
+        # timed wait per loop round (or a timer per call) would sit on every reply's path.
+        timer = self._link.call_later(limit_s, lambda: expired.__setitem__(0, True))
+        try:
+            for cid in ids:
+                while cid not in self._replies and cid not in self._returned:
+                    if expired[0]:
+                        raise RpcTimeout(f"no reply from {self.settings.rpc_queue!r} within "
+                                         f"{limit_s}s")
+                    self._link.pump(None)
+        finally:
+            self._link.cancel_timer(timer)
+
+    def _take(self, correlation_id: str) -> int:
+        if correlation_id in self._returned:
+            raise RpcError(self._returned.pop(correlation_id))
+        return decode_reply(self._replies.pop(correlation_id))
 
     def _on_reply(self, message: Message) -> None:
         correlation_id = text(message.properties.correlation_id)
