@@ -1,0 +1,331 @@
+"""A RabbitMQ cluster whose nodes live on separate test hosts, and warren's clients beside it.
+
+Each node runs in its own network namespace of a `testbed.netns.Lab` (hosts n1, n2, n3),
+with the default ports (each namespace has its own network stack and its own epmd), the
+short name `rabbit@<host>` (the other hosts resolve it through /etc/netns/<ns>/hosts),
+one shared Erlang cookie in every node's HOME, and `cluster_partition_handling` in its
+rabbitmq.conf. `rabbitmqctl` is /usr/lib/rabbitmq/bin/rabbitmqctl run inside the
+node's namespace with the node's own HOME (Debian's /usr/sbin wrapper resets HOME, and
+with it the cookie).
+
+Clients (`NetService`) are warren processes started inside namespaces of their own; the
+test process reaches their metrics port through `Host.call` (a thread in the namespace).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from testbed.broker import RABBITMQ_BIN
+from testbed.netns import Host, Lab
+from testbed.processes import REPO, Service, _die_with_parent
+
+PartitionHandling = Literal["pause_minority", "autoheal", "ignore"]
+AMQP_PORT = 5672
+# Erlang declares a silent peer down after net_ticktime * (1 ± 1/4). The default (60 s)
+# would make every run minutes long; 10 s keeps the same mechanism at a test's pace.
+NET_TICKTIME_S = 10
+PAUSE_LOG_LINE = "Cluster minority/secondary status detected - awaiting recovery"
+
+
+@dataclass
+class NetNode:
+    host: Host
+    base_dir: Path
+    cookie: str
+    password: str
+    partition_handling: PartitionHandling = "pause_minority"
+    net_ticktime_s: int = NET_TICKTIME_S
+    user: str = "warren"
+    process: subprocess.Popen[bytes] | None = None
+    paused: bool = False  # SIGSTOPped by a test
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    @property
+    def nodename(self) -> str:
+        return f"rabbit@{self.host.name}"
+
+    def url(self, vhost: str = "/") -> str:
+        return (f"amqp://{self.user}:{quote(self.password, safe='')}@{self.host.ip}:"
+                f"{AMQP_PORT}/{quote(vhost, safe='')}")
+
+    def _env(self) -> dict[str, str]:
+        d = self.base_dir
+        return {
+            **os.environ,
+            "HOME": str(d),  # where the Erlang cookie is, for the node and for rabbitmqctl
+            "RABBITMQ_NODENAME": self.nodename,
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_LOGS": str(d / "log" / "rabbit.log"),
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(d / "rabbitmq.pid"),
+        }
+
+    def _write_config(self) -> None:
+        d = self.base_dir
+        for sub in ("log", "mnesia"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        cookie = d / ".erlang.cookie"
+        cookie.write_text(self.cookie)
+        cookie.chmod(0o400)
+        (d / "enabled_plugins").write_text("[].\n")  # no plugin: rabbitmqctl says it all
+        (d / "rabbitmq-env.conf").write_text("")
+        (d / "advanced.config").write_text("[].\n")
+        (d / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = {AMQP_PORT}\n"
+            f"default_user = {self.user}\n"
+            f"default_pass = {self.password}\n"
+            "loopback_users = none\n"
+            f"cluster_partition_handling = {self.partition_handling}\n"
+            f"net_ticktime = {self.net_ticktime_s}\n"
+            "log.console = false\n"
+            "log.file.level = info\n")  # partitions, pauses and elections are logged at info
+
+    def start(self) -> None:
+        self._write_config()
+        with (self.base_dir / "log" / "startup.log").open("ab") as log:
+            # start_new_session: a SIGSTOP/SIGKILL aimed at the node's group hits nothing
+            # else; _die_with_parent: the script stops the node if the test process dies.
+            self.process = subprocess.Popen(
+                self.host.cmd(str(RABBITMQ_BIN / "rabbitmq-server")), env=self._env(),
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.base_dir,
+                start_new_session=True, preexec_fn=_die_with_parent)
+
+    def ctl(self, *args: str, timeout_s: float = 60.0) -> str:
+        """rabbitmqctl against this node, from inside its namespace."""
+        result = subprocess.run(
+            self.host.cmd(str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.nodename, *args),
+            env=self._env(), capture_output=True, text=True, timeout=timeout_s, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{self.name}: rabbitmqctl {' '.join(args)}: "
+                               f"{(result.stderr or result.stdout).strip()[-500:]}")
+        return result.stdout
+
+    def await_startup(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.nodename} exited {self.process.returncode}: "
+                                   f"{self.log_tail()}")
+            try:
+                self.ctl("await_startup", "--timeout", "20", timeout_s=30)
+                return
+            except (RuntimeError, subprocess.TimeoutExpired):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    def beam_pid(self) -> int:
+        return int((self.base_dir / "rabbitmq.pid").read_text().strip())
+
+    def pause(self) -> None:
+        """SIGSTOP the Erlang VM: a frozen machine (a VM suspended by its hypervisor)."""
+        os.kill(self.beam_pid(), signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        os.kill(self.beam_pid(), signal.SIGCONT)
+        self.paused = False
+
+    def log_tail(self, lines: int = 5) -> str:
+        for name in ("rabbit.log", "startup.log"):
+            path = self.base_dir / "log" / name
+            if path.exists():
+                text = path.read_text(errors="replace").splitlines()
+                return " | ".join(line.strip() for line in text[-lines:])
+        return "no log"
+
+    def pauses(self) -> int:
+        """How often pause_minority paused this node (its log says so at each pause)."""
+        return self.log().count(PAUSE_LOG_LINE)
+
+    def log(self) -> str:
+        path = self.base_dir / "log" / "rabbit.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@dataclass
+class NetCluster:
+    lab: Lab
+    nodes: list[NetNode]
+
+    @classmethod
+    def start(cls, lab: Lab, base_dir: Path, size: int = 3,
+              partition_handling: PartitionHandling = "pause_minority",
+              net_ticktime_s: int = NET_TICKTIME_S, timeout_s: float = 180.0) -> NetCluster:
+        """`size` nodes on hosts n1..n<size>, joined into one cluster. The lab's teardown
+        kills them (they run inside its namespaces)."""
+        cookie = secrets.token_hex(20).upper()
+        password = secrets.token_urlsafe(12)
+        hosts = [lab.add_host(f"n{i + 1}") for i in range(size)]
+        nodes = [NetNode(host, base_dir / host.name, cookie, password, partition_handling,
+                         net_ticktime_s) for host in hosts]
+        cluster = cls(lab, nodes)
+        for node in nodes:
+            node.start()
+        # Booting is mostly waiting on Erlang: wait for the nodes side by side.
+        with ThreadPoolExecutor(max_workers=size) as pool:
+            list(pool.map(lambda n: n.await_startup(timeout_s), nodes))
+        for node in nodes[1:]:
+            node.ctl("stop_app")
+            node.ctl("join_cluster", nodes[0].nodename)
+            node.ctl("start_app")
+        cluster.wait_healthy(timeout_s=60)
+        return cluster
+
+    # -- addresses -------------------------------------------------------------------------
+    def by_name(self, name: str) -> NetNode:
+        return next(n for n in self.nodes if n.name == name or n.nodename == name)
+
+    def amqp_url(self, vhost: str, order: list[NetNode] | None = None) -> str:
+        """warren's AMQP_URL: every node, in `order` (default n1, n2, n3)."""
+        return ",".join(node.url(vhost) for node in (order or self.nodes))
+
+    # -- questions -------------------------------------------------------------------------
+    def ask(self, *args: str, avoid: tuple[NetNode, ...] = (), timeout_s: float = 20.0) -> str:
+        """rabbitmqctl against the first node that answers (skipping `avoid`)."""
+        errors = []
+        for node in self.nodes:
+            if node in avoid or node.paused:
+                continue
+            try:
+                return node.ctl(*args, timeout_s=timeout_s)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                errors.append(str(exc)[-200:])
+        raise RuntimeError(f"no node answered rabbitmqctl {' '.join(args)}: {errors}")
+
+    def view(self, node: NetNode) -> tuple[set[str], str]:
+        """What `node` sees: the nodes running, and its record of partitions ("[]" when none).
+        During a partition the views differ; a paused node still answers."""
+        out = node.ctl("eval", 'io:format("~w~n~w~n", [rabbit_nodes:all_running(), '
+                       'rabbit_node_monitor:partitions()]).', timeout_s=20)
+        running, partitions = [*out.splitlines(), "", ""][:2]
+        return set(re.findall(r"rabbit@[\w-]+", running)), partitions.strip()
+
+    def healthy(self) -> tuple[bool, dict[str, tuple[set[str], str]]]:
+        """(every node sees all the others running and none records a partition, the views)."""
+        everyone = {n.nodename for n in self.nodes}
+        views = {n.name: self.view(n) for n in self.nodes}
+        ok = all(running == everyone and parts == "[]" for running, parts in views.values())
+        return ok, views
+
+    def wait_healthy(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while True:
+            try:
+                ok, views = self.healthy()
+                if ok:
+                    return
+                last = str(views)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                last = str(exc)[-300:]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cluster not healthy after {timeout_s}s: {last}")
+            time.sleep(1)
+
+    def recover_split(self) -> list[str]:
+        """RabbitMQ's documented way out of a partition it does not heal by itself: restart
+        the nodes of the side with fewer nodes (they resync from the other side). Returns
+        the nodes restarted."""
+        _, views = self.healthy()
+        majority = max(len(running) for running, _ in views.values())
+        odd = [self.by_name(name) for name, (running, parts) in views.items()
+               if parts != "[]" and len(running) < majority]
+        for node in odd:
+            node.ctl("stop_app", timeout_s=60)
+            node.ctl("start_app", timeout_s=120)
+        return [node.name for node in odd]
+
+    def add_vhost(self, vhost: str) -> None:
+        self.ask("add_vhost", vhost)
+        self.ask("set_permissions", "-p", vhost, self.nodes[0].user, ".*", ".*", ".*")
+
+    def queue_rows(self, vhost: str, *items: str, avoid: tuple[NetNode, ...] = ()
+                   ) -> dict[str, dict[str, str]]:
+        out = self.ask("list_queues", "-q", "--no-table-headers", "-p", vhost, "name", *items,
+                       avoid=avoid)
+        rows = {}
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) == len(items) + 1:
+                rows[parts[0]] = dict(zip(items, parts[1:], strict=True))
+        return rows
+
+    def leader(self, vhost: str, queue: str = "task_queue", avoid: tuple[NetNode, ...] = (),
+               timeout_s: float = 30.0) -> NetNode:
+        """The node leading a quorum queue, as the answering node sees it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(RuntimeError, KeyError, StopIteration):
+                row = self.queue_rows(vhost, "leader", avoid=avoid)[queue]
+                return self.by_name(row["leader"])
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no leader for {queue} in {vhost} after {timeout_s}s")
+            time.sleep(0.5)
+
+    def counts(self, vhost: str, avoid: tuple[NetNode, ...] = ()) -> dict[str, tuple[int, int]]:
+        """queue → (ready, unacked)."""
+        rows = self.queue_rows(vhost, "messages_ready", "messages_unacknowledged", avoid=avoid)
+        return {name: (int(r["messages_ready"]), int(r["messages_unacknowledged"]))
+                for name, r in rows.items()}
+
+    def connections(self) -> dict[str, str]:
+        """client ip → node name it is connected to (`name` is "client:port -> node:5672")."""
+        out = self.ask("list_connections", "-q", "--no-table-headers", "name")
+        found = {}
+        for line in out.splitlines():
+            m = re.match(r"([\d.]+):\d+ -> ([\d.]+):\d+", line.strip())
+            if m:
+                node = next((n for n in self.nodes if n.host.ip == m.group(2)), None)
+                if node is not None:
+                    found[m.group(1)] = node.name
+        return found
+
+
+@dataclass
+class NetService(Service):
+    """A warren process (`python -m <module>`) on a host of the lab."""
+
+    host: Host | None = None
+
+    def start(self) -> NetService:
+        assert self.host is not None
+        env = {**os.environ, "LOG_FORMAT": "json", "METRICS_PORT": str(self.port),
+               **self.env, "PYTHONPATH": str(REPO)}
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.host.cmd(sys.executable, "-m", self.module, *self.args), env=env,
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        return self
+
+    # Its metrics server listens on 127.0.0.1 *of its namespace*: ask from in there.
+    def probe(self, path: str) -> int | None:
+        assert self.host is not None
+        try:
+            return self.host.call(Service.probe, self, path, timeout_s=10)
+        except TimeoutError:
+            return None
+
+    def metrics(self) -> dict[str, float]:
+        assert self.host is not None
+        return self.host.call(Service.metrics, self, timeout_s=10)
