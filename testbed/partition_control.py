@@ -149,11 +149,22 @@ class MirroredAutohealControl:
         history = History(attempted, acknowledged, self.sampler.executions())
         verdict = check(history)
         lost = {name: len(ids & verdict.lost) for name, ids in confirmed.items()}
-        decision = next((line for node in self.cluster.nodes for line in node.log().splitlines()
-                         if "Autoheal decision" in line or "Winner:" in line), "")
+        decision = autoheal_decision(self.cluster)
         return ControlResult(history, verdict, window, {k: len(v) for k, v in confirmed.items()},
                              lost, summaries, decision, queues_after,
                              time.monotonic() - started)
+
+
+def autoheal_decision(cluster: NetCluster) -> str:
+    """The winner's log entry: "Autoheal decision * Partitions: ... * Winner: ... * Losers:
+    ..." (one entry over four lines), or "" if no node logged one."""
+    for node in cluster.nodes:
+        lines = node.log().splitlines()
+        for i, line in enumerate(lines):
+            if line.endswith("Autoheal decision"):
+                entry = [ln.split("> ", 1)[-1].strip() for ln in lines[i:i + 4]]
+                return " ".join(entry)
+    return ""
 
 
 def _confirmed(service: NetService) -> float:

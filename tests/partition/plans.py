@@ -1,0 +1,121 @@
+"""What the partition suite runs: a CI-sized plan (default) and the full one (`make partition`).
+
+PARTITION_PLAN=ci    one run of each fault, short holds (~4 min with the cluster's start)
+PARTITION_PLAN=full  each fault with longer holds, PARTITION_REPEAT times (default 3), with
+                     the heartbeat the README recommends and with the broker's default
+
+Every bound below is derived from the mechanism that sets it, not fitted to a run:
+- a node cut off from the other two declares them down after net_ticktime * (1 ± 1/4)
+  (NET_TICKTIME_S = 10 here), then pauses (`pause_minority`) and closes its clients'
+  connections, which move to the next node in their AMQP_URL;
+- a client whose node goes silent (frozen, or unreachable) notices when no byte came for
+  one pika check interval (heartbeat + 5 s), i.e. within 2 * (heartbeat + 5);
+- a reconnect waits out a backoff capped at 5 s (warren/backoff.py), and each silent node
+  tried on the way costs pika's socket timeout (10 s).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from testbed.netcluster import NET_TICKTIME_S
+from testbed.partition import (
+    Fault,
+    PartitionPlan,
+    bridge_outage,
+    client_sees_only_minority,
+    flapping,
+    isolate_leader,
+    sigstop_leader,
+)
+
+RECOMMENDED_HEARTBEAT_S = 10  # what the README tells users to put in AMQP_URL
+BROKER_HEARTBEAT_S = 60  # RabbitMQ's default, which warren accepts unless told otherwise
+DETECT_S = NET_TICKTIME_S * 1.25
+BACKOFF_CAP_S = 5.0
+SOCKET_TIMEOUT_S = 10.0
+SETTLE_S = 10.0  # a paused node restarting its app, elections, a first task dispatched
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    fault: Fault
+    hold_s: float
+    # Majority side: tasks flowing again within this of the cut (None: there is no majority).
+    flow_within_s: float | None
+    # After the last heal: every worker, the minority's included, runs tasks again within this.
+    back_within_s: float
+
+
+def silent_s(heartbeat_s: int) -> float:
+    """The longest a client sits on a connection whose peer went silent."""
+    return 2 * (heartbeat_s + 5)
+
+
+def scenarios(hold_s: float, heartbeat_s: int, flaps: int) -> list[Scenario]:
+    # Clients of the cut-off leader move once it pauses: detection, a backoff, an election.
+    moved = DETECT_S + BACKOFF_CAP_S + SETTLE_S
+    return [
+        Scenario("isolate-leader", isolate_leader(hold_s), hold_s, moved,
+                 back_within_s=SETTLE_S + BACKOFF_CAP_S),
+        # The majority keeps the leader: nothing there stops. The cut-off worker waits
+        # (its only node is paused) and comes back after the heal: a connect to a node
+        # that was silent may be under way (socket timeout), then a backoff.
+        Scenario("client-sees-only-minority", client_sees_only_minority(hold_s), hold_s,
+                 SETTLE_S, back_within_s=SETTLE_S + 2 * SOCKET_TIMEOUT_S + BACKOFF_CAP_S),
+        # Every node is alone: all pause. After the heal a client may still sit on its
+        # dead connection until its heartbeat check fires.
+        Scenario("bridge-outage", bridge_outage(hold_s * 0.75), hold_s * 0.75, None,
+                 back_within_s=silent_s(heartbeat_s) + SETTLE_S + BACKOFF_CAP_S),
+        # Cuts shorter than the detection time: no node pauses, Raft re-elects.
+        Scenario("flapping", flapping(cycles=flaps, cut_s=3.0, heal_s=3.0), 3.0, None,
+                 back_within_s=SETTLE_S + BACKOFF_CAP_S),
+        # pause_minority cannot see a frozen node from inside it; its clients wait for their
+        # heartbeat check, or for SIGCONT (the node then pauses and drops them).
+        Scenario("sigstop-leader", sigstop_leader(hold_s), hold_s,
+                 min(silent_s(heartbeat_s), hold_s) + BACKOFF_CAP_S + SETTLE_S,
+                 back_within_s=DETECT_S + BACKOFF_CAP_S + SETTLE_S),
+    ]
+
+
+@dataclass(frozen=True)
+class Config:
+    key: str  # for test ids
+    label: str
+    heartbeat_s: int  # what the clients end up with
+    url_options: str  # appended to each AMQP_URL entry
+
+    def plan(self) -> PartitionPlan:
+        return PartitionPlan(url_options=self.url_options)
+
+
+RECOMMENDED = Config("hb10", f"heartbeat={RECOMMENDED_HEARTBEAT_S}", RECOMMENDED_HEARTBEAT_S,
+                     f"heartbeat={RECOMMENDED_HEARTBEAT_S}")
+BROKER_DEFAULT = Config("hb-broker", "broker's heartbeat (60 s)", BROKER_HEARTBEAT_S, "")
+
+
+def run_id(value: object) -> str:
+    if isinstance(value, Config):
+        return value.key
+    if isinstance(value, Scenario):
+        return value.name
+    return f"run{value}"
+
+
+def plan_name() -> str:
+    return os.environ.get("PARTITION_PLAN", "ci")
+
+
+def repeats() -> int:
+    return int(os.environ.get("PARTITION_REPEAT", "3")) if plan_name() == "full" else 1
+
+
+def runs() -> list[tuple[Config, Scenario, int]]:
+    if plan_name() == "full":
+        return [(config, scenario, i) for config in (RECOMMENDED, BROKER_DEFAULT)
+                for scenario in scenarios(30.0, config.heartbeat_s, flaps=10)
+                for i in range(repeats())]
+    return [(RECOMMENDED, scenario, 0)
+            for scenario in scenarios(20.0, RECOMMENDED.heartbeat_s, flaps=3)]

@@ -1,0 +1,96 @@
+"""Partitions on a 3-node quorum-queue cluster whose nodes live on separate test hosts.
+
+Each test is one run (testbed/partition.py): the real publisher and three real workers,
+each on a host of its own with all three nodes in AMQP_URL, while the network fails as
+the scenario says (tests/partition/plans.py). Checked as the chaos runs are: nothing
+confirmed lost, nothing unexpected, repeats within the bound; and for availability, that
+the majority side flows again within a bound derived from net_ticktime, heartbeats and
+the reconnect backoff, and that every client, the cut-off ones included, runs tasks again
+after the heal without being restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from testbed.partition import WORKERS, PartitionResult, PartitionRun
+from tests.partition.conftest import PartitionLab
+from tests.partition.plans import Config, Scenario, run_id, runs
+
+pytestmark = [pytest.mark.partition, pytest.mark.timeout(600)]
+
+
+def record(result: PartitionResult, config: Config) -> None:
+    """One RELIABILITY line on stdout (-s), and in $PARTITION_RESULTS (JSON lines) if set."""
+    row = {"config": config.label, **result.row()}
+    print(f"\nRELIABILITY partition: {json.dumps(row, default=str)}")
+    for window in result.windows:
+        print(f"  {window}")
+    out = os.environ.get("PARTITION_RESULTS")
+    if out:
+        with Path(out).open("a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+
+
+@pytest.mark.parametrize(("config", "scenario", "repeat"), runs(),
+                         ids=run_id)
+def test_partition(partition_lab: PartitionLab, config: Config, scenario: Scenario,
+                   repeat: int, tmp_path: Path) -> None:
+    result = PartitionRun(partition_lab.cluster, partition_lab.clients, tmp_path,
+                          config.plan(), scenario.name, scenario.fault).run()
+    record(result, config)
+    logs = f"(logs in {result.logs})"
+
+    # Safety: what the broker confirmed was executed; repeats stay within the bound.
+    assert not result.verdict.lost, f"{len(result.verdict.lost)} confirmed tasks lost {logs}"
+    assert not result.verdict.unexpected
+    assert result.verdict.extra_executions <= result.duplicate_bound
+    assert result.effect_rows == result.verdict.done  # the exactly-once store: one row each
+    assert result.problems() == [], logs
+    # pause_minority heals every cut by itself; only a frozen node may come back with a
+    # partition RabbitMQ leaves recorded for an operator (its docs: pause_minority "will do
+    # nothing to defend against partitions caused by cluster nodes being suspended").
+    if scenario.name != "sigstop-leader":
+        assert result.outcome.operator_restarts == [], logs
+
+    # The fault did happen (a test that cuts nothing must fail).
+    assert result.windows and all(w.healed_at > w.cut_at for w in result.windows)
+    assert_fault_hit(scenario, result)
+
+    # Availability on the majority side, and every client back after the heal.
+    for window in result.windows:
+        if scenario.flow_within_s is not None:
+            assert window.flowing_again_s is not None
+            assert window.flowing_again_s <= scenario.flow_within_s, (window, logs)
+        assert window.first_after_heal_s is not None, (window, logs)
+    for worker, back_s in result.resumed_s.items():
+        assert back_s is not None and back_s <= scenario.back_within_s, (worker, back_s, logs)
+
+
+def assert_fault_hit(scenario: Scenario, result: PartitionResult) -> None:
+    """Each scenario leaves its own marks: a new leader, a paused node, moved clients."""
+    first, paused = result.windows[0], result.outcome.paused
+    if scenario.name == "isolate-leader":
+        assert first.leader_during not in ("", "?", first.leader_before), first
+        assert paused[first.leader_before] >= 1, paused  # pause_minority acted
+        # The publisher and w1 were on the leader (n1 first in their lists): they moved.
+        assert result.sessions["p"] >= 2 and result.sessions["w1"] >= 2, result.sessions
+    elif scenario.name == "client-sees-only-minority":
+        assert first.leader_during == first.leader_before, first  # the majority kept it
+        (minority,) = first.minority
+        assert paused[minority] >= 1, paused
+        (worker,) = first.clients_cut
+        assert result.sessions[worker] >= 2, result.sessions  # it lost its node, came back
+    elif scenario.name == "bridge-outage":
+        assert all(n >= 1 for n in paused.values()), paused  # each node alone: all pause
+        assert all(result.sessions[c] >= 2 for c in ("p", *WORKERS)), result.sessions
+    elif scenario.name == "flapping":
+        assert len(result.windows) >= 3
+        assert {w.minority for w in result.windows} == {("n1",), ("n2",), ("n3",)}
+    elif scenario.name == "sigstop-leader":
+        assert first.leader_during not in ("", "?", first.leader_before), first
+        assert result.sessions["p"] >= 2, result.sessions  # its node froze under it
