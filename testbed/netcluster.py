@@ -18,6 +18,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +52,11 @@ class NetNode:
     user: str = "warren"
     process: subprocess.Popen[bytes] | None = None
     paused: bool = False  # SIGSTOPped by a test
+    # Module and function giving "the nodes this node sees running", and "its record of
+    # partitions" (RabbitMQ 4.3 has neither that function nor Mnesia's partitions: Khepri is
+    # Raft, see DockerNode).
+    running_mf: str = "rabbit_nodes, all_running"
+    partitions_mf: str | None = "rabbit_node_monitor, partitions"
 
     @property
     def name(self) -> str:
@@ -163,6 +169,107 @@ class NetNode:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+RABBITMQ_43_IMAGE = "local/rabbitmq:4.3-management"  # ../shared/tools/offline-images --suite sid
+OWNER_LABEL = "io.warren.partition.owner"  # the pid of the test process that started it
+
+
+def docker(*args: str, timeout_s: float = 120.0, check: bool = True) -> str:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True,
+                            timeout=timeout_s, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args[:2])}: {result.stderr.strip()[-500:]}")
+    return result.stdout.strip()
+
+
+def docker_ready(image: str = RABBITMQ_43_IMAGE) -> str:
+    """'' when Docker answers and has the RabbitMQ 4.3 image; else why not."""
+    if shutil.which("docker") is None:
+        return "docker is not installed (.ci/install-docker.sh)"
+    try:
+        docker("image", "inspect", "--format", "{{.Id}}", image, timeout_s=30)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        return f"no {image} ({exc}): ../shared/tools/offline-images --suite sid rabbitmq"
+    return ""
+
+
+@dataclass
+class DockerNode(NetNode):
+    """A RabbitMQ 4.3 node: Debian sid's packages in a container (their Erlang needs sid's
+    libraries), made a host of the lab. The container starts with `--network none` and
+    only `sleep`; its network namespace is attached to the lab (`ip netns attach`) and wired
+    to the bridge like any host; then the server is started inside with `docker exec`.
+    Names resolve through `--add-host` (Docker owns the container's /etc/hosts)."""
+
+    container: str = ""
+    running_mf: str = "rabbit_nodes, list_running"
+    partitions_mf: str | None = None  # Khepri: no partition record, nothing to heal by hand
+
+    @classmethod
+    def create(cls, lab: Lab, name: str, ips: dict[str, str], base_dir: Path, cookie: str,
+               password: str, image: str = RABBITMQ_43_IMAGE) -> DockerNode:
+        container = f"{lab.tag}-{name}"
+        docker("run", "--detach", "--rm", "--name", container, "--network", "none",
+               "--hostname", name, "--label", f"{OWNER_LABEL}={os.getpid()}",
+               *(arg for host, ip in ips.items() for arg in ("--add-host", f"{host}:{ip}")),
+               "--entrypoint", "sleep", image, "infinity")
+        pid = int(docker("inspect", "--format", "{{.State.Pid}}", container))
+        host = lab.add_host(name, attach_pid=pid)
+        return cls(host, base_dir, cookie, password, container=container)
+
+    def _exec(self, *args: str, user: str = "rabbitmq", timeout_s: float = 60.0,
+              check: bool = True) -> str:
+        return docker("exec", "--user", user, self.container, *args, timeout_s=timeout_s,
+                      check=check)
+
+    def start(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        conf = (f"default_user = {self.user}\ndefault_pass = {self.password}\n"
+                f"loopback_users = none\nnet_ticktime = {self.net_ticktime_s}\n"
+                "log.file.level = info\n")
+        self._exec("sh", "-c", f"printf '{conf}' > /etc/rabbitmq/conf.d/90-lab.conf",
+                   user="root")
+        # As root: the image's entrypoint writes the cookie, then runs the node as rabbitmq.
+        docker("exec", "--detach", "--env", f"RABBITMQ_ERLANG_COOKIE={self.cookie}",
+               "--env", f"RABBITMQ_NODENAME={self.nodename}",
+               "--env", "RABBITMQ_LOGS=/var/lib/rabbitmq/rabbit.log",
+               self.container, "docker-entrypoint.sh", "rabbitmq-server")
+
+    def ctl(self, *args: str, timeout_s: float = 60.0) -> str:
+        try:
+            return self._exec("rabbitmqctl", "-n", self.nodename, *args, timeout_s=timeout_s)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{self.name}: rabbitmqctl {' '.join(args)}: {exc}") from None
+
+    def beam_pid(self) -> int:
+        """The Erlang VM's pid as this machine sees it (for SIGSTOP/SIGCONT)."""
+        for line in docker("top", self.container, "-eo", "pid,comm").splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].startswith("beam"):
+                return int(parts[0])
+        raise RuntimeError(f"no Erlang VM in {self.container}")
+
+    def log(self) -> str:
+        return self._exec("cat", "/var/lib/rabbitmq/rabbit.log", check=False)
+
+    def log_tail(self, lines: int = 5) -> str:
+        return " | ".join(self.log().splitlines()[-lines:])
+
+    def remove(self) -> None:
+        docker("rm", "--force", self.container, check=False)
+
+
+def sweep_containers() -> None:
+    """Remove lab containers whose test process is gone (a run that was SIGKILLed)."""
+    if shutil.which("docker") is None:
+        return
+    listed = docker("ps", "--all", "--filter", f"label={OWNER_LABEL}", "--format",
+                    f'{{{{.Names}}}} {{{{.Label "{OWNER_LABEL}"}}}}', check=False)
+    for line in listed.splitlines():
+        name, _, owner = line.partition(" ")
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            docker("rm", "--force", name, check=False)
+
+
 @dataclass
 class NetCluster:
     lab: Lab
@@ -171,26 +278,50 @@ class NetCluster:
     @classmethod
     def start(cls, lab: Lab, base_dir: Path, size: int = 3,
               partition_handling: PartitionHandling = "pause_minority",
-              net_ticktime_s: int = NET_TICKTIME_S, timeout_s: float = 180.0) -> NetCluster:
-        """`size` nodes on hosts n1..n<size>, joined into one cluster. The lab's teardown
-        kills them (they run inside its namespaces)."""
+              net_ticktime_s: int = NET_TICKTIME_S, timeout_s: float = 180.0,
+              version: str = "3.10") -> NetCluster:
+        """`size` nodes on hosts n1..n<size>, joined into one cluster: RabbitMQ 3.10 from
+        this machine's Debian package, or 4.3 from its Docker image (which ignores
+        `partition_handling`: 4.3 has only Raft's behaviour). The lab's teardown kills them
+        (they run inside its namespaces); `stop()` also removes 4.3's containers."""
         cookie = secrets.token_hex(20).upper()
         password = secrets.token_urlsafe(12)
-        hosts = [lab.add_host(f"n{i + 1}") for i in range(size)]
-        nodes = [NetNode(host, base_dir / host.name, cookie, password, partition_handling,
-                         net_ticktime_s) for host in hosts]
-        cluster = cls(lab, nodes)
-        for node in nodes:
+        names = [f"n{i + 1}" for i in range(size)]
+        cluster = cls(lab, [])
+        try:
+            if version == "4.3":
+                ips = dict(zip(names, lab.next_ips(size), strict=True))
+                for name in names:
+                    cluster.nodes.append(DockerNode.create(lab, name, ips, base_dir / name,
+                                                           cookie, password))
+            else:
+                for name in names:
+                    cluster.nodes.append(NetNode(lab.add_host(name), base_dir / name, cookie,
+                                                 password, partition_handling,
+                                                 net_ticktime_s))
+            cluster._boot(timeout_s)
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    def _boot(self, timeout_s: float) -> None:
+        for node in self.nodes:
             node.start()
         # Booting is mostly waiting on Erlang: wait for the nodes side by side.
-        with ThreadPoolExecutor(max_workers=size) as pool:
-            list(pool.map(lambda n: n.await_startup(timeout_s), nodes))
-        for node in nodes[1:]:
+        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            list(pool.map(lambda n: n.await_startup(timeout_s), self.nodes))
+        for node in self.nodes[1:]:
             node.ctl("stop_app")
-            node.ctl("join_cluster", nodes[0].nodename)
+            node.ctl("join_cluster", self.nodes[0].nodename)
             node.ctl("start_app")
-        cluster.wait_healthy(timeout_s=60)
-        return cluster
+        self.wait_healthy(timeout_s=60)
+
+    def stop(self) -> None:
+        """Remove 4.3's containers (3.10's nodes die with the lab's namespaces)."""
+        for node in self.nodes:
+            if isinstance(node, DockerNode):
+                node.remove()
 
     # -- addresses -------------------------------------------------------------------------
     def by_name(self, name: str) -> NetNode:
@@ -219,16 +350,18 @@ class NetCluster:
         node that answers, which asks every node over RPC. During a partition the views
         differ; a node out of reach gives none."""
         names = ",".join(f"'{n.nodename}'" for n in self.nodes)
+        first = self.nodes[0]
+        parts = (f"rpc:call(N, {first.partitions_mf}, [], 5000)" if first.partitions_mf
+                 else "[]")
         out = self.ask("eval", f"""[io:format("~s ~w ~w~n", [N,
-            rpc:call(N, rabbit_nodes, all_running, [], 5000),
-            rpc:call(N, rabbit_node_monitor, partitions, [], 5000)]) || N <- [{names}]].""")
+            rpc:call(N, {first.running_mf}, [], 5000), {parts}]) || N <- [{names}]].""")
         views = {}
         for line in out.splitlines():
             name, _, rest = line.partition(" ")
             if name.startswith("rabbit@") and not rest.startswith("{badrpc"):
-                running, _, parts = rest.rpartition(" ")
+                running, _, partitions = rest.rpartition(" ")
                 views[name.split("@", 1)[1]] = (set(re.findall(r"rabbit@[\w-]+", running)),
-                                                parts.strip())
+                                                partitions.strip())
         return views
 
     def healthy(self) -> tuple[bool, dict[str, tuple[set[str], str]]]:

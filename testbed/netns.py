@@ -166,15 +166,24 @@ class Lab:
         sh("ip", "-n", self.bridge_ns, *args)
 
     # -- hosts -----------------------------------------------------------------------------
-    def add_host(self, name: str) -> Host:
+    def next_ips(self, count: int) -> list[str]:
+        """The addresses the next `count` hosts will get, in order."""
+        return [f"{SUBNET}.{self._next_octet + i}" for i in range(count)]
+
+    def add_host(self, name: str, attach_pid: int | None = None) -> Host:
         """A namespace with lo up and eth0 (a veth whose peer is on the bridge) at the next
         free address; /etc/hosts there names every host added so far (rewritten for all
-        on each addition)."""
+        on each addition). With `attach_pid`, the host is the network namespace that process
+        already has (a container started with `--network none`), named and wired the same
+        way; deleting the name at teardown leaves the process to its owner."""
         host = Host(name, f"{self.tag}-{name}", f"{SUBNET}.{self._next_octet}")
         self._next_octet += 1
         self.hosts[name] = host
         port = f"v{len(self.hosts)}"  # lives in the bridge namespace only: short names do
-        sh("ip", "netns", "add", host.ns)
+        if attach_pid is None:
+            sh("ip", "netns", "add", host.ns)
+        else:
+            sh("ip", "netns", "attach", host.ns, str(attach_pid))
         # Both ends are made inside namespaces: the host's own stack never sees them.
         self._in_bridge("link", "add", port, "type", "veth", "peer", "name", "eth0",
                         "netns", host.ns)

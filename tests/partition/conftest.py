@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from testbed.broker import rabbitmq_available
-from testbed.netcluster import NetCluster
+from testbed.netcluster import NetCluster, docker_ready, sweep_containers
 from testbed.netns import Lab, can_run, netns_list, sweep_orphans
 from testbed.partition import Clients
 from tests.support.needs import need
@@ -29,23 +29,66 @@ class PartitionLab:
     lab: Lab
     cluster: NetCluster
     clients: Clients
+    version: str
 
 
-def need_lab() -> None:
-    need(rabbitmq_available(), "rabbitmq-server is not installed (apt-get install "
-         "rabbitmq-server)")
+def need_lab(version: str = "3.10") -> None:
     need(not can_run(), can_run())
+    if version == "4.3":
+        need(not docker_ready(), docker_ready())
+    else:
+        need(rabbitmq_available(), "rabbitmq-server is not installed (apt-get install "
+             "rabbitmq-server)")
+
+
+def start_lab(base_dir: Path, version: str) -> PartitionLab:
+    """Hosts n1 n2 n3 (the nodes; 3.10 with `pause_minority`), p (the publisher), w1 w2 w3."""
+    need_lab(version)
+    sweep_orphans()  # what a SIGKILLed earlier run left behind (its creator is gone)
+    sweep_containers()
+    lab = Lab.create()
+    try:
+        cluster = NetCluster.start(lab, base_dir, version=version)
+        return PartitionLab(lab, cluster, Clients.add_to(lab), version)
+    except BaseException:
+        lab.destroy()
+        raise
+
+
+def stop_lab(handle: PartitionLab) -> None:
+    try:
+        handle.cluster.stop()
+    finally:
+        handle.lab.destroy()
+    assert_removed(handle.lab)
+
+
+class LabPool:
+    """One lab at a time: the tests are grouped by version, and a new version's cluster
+    replaces the last (two clusters at once would share 2 cores)."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.current: PartitionLab | None = None
+
+    def get(self, version: str) -> PartitionLab:
+        if self.current is not None and self.current.version != version:
+            self.close()
+        if self.current is None:
+            self.current = start_lab(self.factory.mktemp(f"nodes-{version}"), version)
+        return self.current
+
+    def close(self) -> None:
+        if self.current is not None:
+            handle, self.current = self.current, None
+            stop_lab(handle)
 
 
 @pytest.fixture(scope="module")
-def partition_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PartitionLab]:
-    """Hosts n1 n2 n3 (the nodes, `pause_minority`), p (the publisher), w1 w2 w3."""
-    need_lab()
-    sweep_orphans()  # what a SIGKILLed earlier run left behind (its creator is gone)
-    with Lab.create() as lab:
-        cluster = NetCluster.start(lab, tmp_path_factory.mktemp("nodes"))
-        yield PartitionLab(lab, cluster, Clients.add_to(lab))
-    assert_removed(lab)
+def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabPool]:
+    pool = LabPool(tmp_path_factory)
+    yield pool
+    pool.close()
 
 
 def assert_removed(lab: Lab) -> None:
