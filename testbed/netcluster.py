@@ -143,6 +143,18 @@ class NetNode:
     def beam_pid(self) -> int:
         return int((self.base_dir / "rabbitmq.pid").read_text().strip())
 
+    def restart_hard(self, timeout_s: float = 120.0) -> None:
+        """SIGKILL the node and start it again on its data (what a service manager does
+        to a node that does not answer)."""
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(self.beam_pid(), signal.SIGKILL)
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+        self.start()
+        self.await_startup(timeout_s)
+
     def pause(self) -> None:
         """SIGSTOP the Erlang VM: a frozen machine (a VM suspended by its hypervisor)."""
         os.kill(self.beam_pid(), signal.SIGSTOP)
@@ -253,6 +265,13 @@ class DockerNode(NetNode):
 
     def log_tail(self, lines: int = 5) -> str:
         return " | ".join(self.log().splitlines()[-lines:])
+
+    def restart_hard(self, timeout_s: float = 120.0) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            os.kill(self.beam_pid(), signal.SIGKILL)
+        time.sleep(1)
+        self.start()
+        self.await_startup(timeout_s)
 
     def remove(self) -> None:
         docker("rm", "--force", self.container, check=False)
@@ -387,18 +406,36 @@ class NetCluster:
                 raise AssertionError(f"cluster not healthy after {timeout_s}s: {last}")
             time.sleep(1)
 
-    def recover_split(self) -> list[str]:
-        """RabbitMQ's documented way out of a partition it does not heal by itself: restart
-        the nodes of the side with fewer nodes (they resync from the other side). Returns
-        the nodes restarted."""
+    def odd_nodes(self) -> list[NetNode]:
+        """Nodes that are not whole with the rest: on the smaller side of a recorded
+        partition, or not answering for their state (stuck restarting)."""
         _, views = self.healthy()
-        majority = max(len(running) for running, _ in views.values())
-        odd = [self.by_name(name) for name, (running, parts) in views.items()
-               if parts != "[]" and len(running) < majority]
-        for node in odd:
-            node.ctl("stop_app", timeout_s=60)
-            node.ctl("start_app", timeout_s=120)
-        return [node.name for node in odd]
+        majority = max((len(running) for running, _ in views.values()), default=0)
+
+        def odd(node: NetNode) -> bool:
+            if node.name not in views:
+                return True  # out of reach
+            running, parts = views[node.name]
+            if not parts.startswith("["):
+                return True  # {badrpc, ...}: its node monitor is not running
+            return parts != "[]" and len(running) < majority
+
+        return [n for n in self.nodes if odd(n)]
+
+    def recover(self) -> list[str]:
+        """What an operator does when RabbitMQ does not heal by itself: restart the odd
+        nodes' app (its docs' way out of a split: they resync from the others), and if that
+        hangs, the node itself (its data stays). Returns what was done, per node."""
+        done = []
+        for node in self.odd_nodes():
+            try:
+                node.ctl("stop_app", timeout_s=60)
+                node.ctl("start_app", timeout_s=120)
+                done.append(f"{node.name}: restart_app")
+            except (RuntimeError, subprocess.TimeoutExpired):
+                node.restart_hard()
+                done.append(f"{node.name}: killed and started")
+        return done
 
     def add_vhost(self, vhost: str) -> None:
         self.ask("add_vhost", vhost)

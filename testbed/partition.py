@@ -39,6 +39,7 @@ from testbed.netcluster import NetCluster, NetNode, NetService
 from testbed.netns import Host, Lab
 
 SAMPLE_S = 0.1
+CONFIRM_SAMPLE_S = 0.5
 HEAL_WAIT_S = 30.0  # pause_minority had a paused node back within 10 s of the heal here
 STALL_S = 1.0  # a pause in executions shorter than this is just the task rate
 TASK_QUEUES = ("task_queue", "task_queue.retry", "task_queue.dead")
@@ -98,19 +99,39 @@ class FaultWindow:
 
 
 class Sampler(threading.Thread):
-    """Tails the execution log: (time seen, pid, id) per execution, at SAMPLE_S resolution."""
+    """Tails the execution log: (time seen, pid, id) per execution, at SAMPLE_S resolution;
+    and, every CONFIRM_SAMPLE_S, the publisher's confirmed count if given a `confirms` probe
+    (to tell a publishing stall from a delivery stall afterwards)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, confirms: Callable[[], float] | None = None) -> None:
         super().__init__(name="execution-sampler", daemon=True)
         self.path = path
+        self.confirms = confirms
         self.seen: list[tuple[float, int, str]] = []
+        self.confirmed: list[tuple[float, float]] = []
         self.halt = threading.Event()
         self._offset = 0
         self._partial = b""
 
     def run(self) -> None:
+        if self.confirms is not None:
+            # Its own thread: a slow probe must not delay (and so misdate) executions.
+            threading.Thread(target=self._sample_confirms, args=(self.confirms,),
+                             name="confirm-sampler", daemon=True).start()
         while not self.halt.wait(SAMPLE_S):
             self.read()
+
+    def _sample_confirms(self, probe: Callable[[], float]) -> None:
+        while not self.halt.wait(CONFIRM_SAMPLE_S):
+            self.confirmed.append((time.monotonic(), probe()))
+
+    def dump(self, directory: Path, origin: float, names: dict[int, str]) -> None:
+        """timeline-executions.tsv (s since `origin`, worker, id) and timeline-confirms.tsv
+        (s, confirmed so far): what a failed run is read from."""
+        (directory / "timeline-executions.tsv").write_text("".join(
+            f"{t - origin:.1f}\t{names.get(pid, pid)}\t{key}\n" for t, pid, key in self.seen))
+        (directory / "timeline-confirms.tsv").write_text("".join(
+            f"{t - origin:.1f}\t{n:.0f}\n" for t, n in self.confirmed))
 
     def read(self) -> None:
         try:
@@ -287,7 +308,8 @@ class Outcome:
     queues_after: dict[str, tuple[int, int]] = field(default_factory=dict)
     healthy_after_s: float = 0.0  # last heal → every node sees the others, no partition
     paused: dict[str, int] = field(default_factory=dict)  # node → pause_minority pauses
-    operator_restarts: list[str] = field(default_factory=list)  # nodes we had to restart
+    operator_restarts: list[str] = field(default_factory=list)  # what we had to restart
+    unhealed: str = ""  # the cluster's state when it did not heal by itself
     parked: dict[str, str] = field(default_factory=dict)  # id → reason, from task_parked
 
 
@@ -392,7 +414,7 @@ class PartitionRun:
         self.prefix = self.vhost
         self.executions = workdir / "executions.log"
         self.confirmed_path = workdir / "confirmed.ids"
-        self.sampler = Sampler(self.executions)
+        self.sampler = Sampler(self.executions, confirms=self._confirmed_now)
         self.workers: dict[str, NetService] = {}
         self.producer: NetService | None = None
 
@@ -431,6 +453,7 @@ class PartitionRun:
             self._kill_everything()
             with contextlib.suppress(Exception):
                 self.cluster.lab.heal()
+            self._dump(run, started)
         times = sorted(self.sampler.times())
         for window in run.windows:
             measure(window, times)
@@ -439,17 +462,19 @@ class PartitionRun:
 
     def _after_the_fault(self, run: Run, out: Outcome) -> float:
         """Wait for the cluster to be whole again; returns when the clients' way back began
-        (the last heal, or our restart of a node RabbitMQ left split).
+        (the last heal, or an operator's restart of a node RabbitMQ left out).
 
         pause_minority heals a cut by itself. A frozen node (SIGSTOP) may come back with a
-        partition recorded that RabbitMQ leaves for an operator: then do what its docs say
-        (restart the odd node's app), and report it."""
+        partition recorded that RabbitMQ leaves for an operator, and a paused node may hang
+        rejoining (RabbitMQ 3.10 on Erlang 25 logs "Global hang workaround"): then do what
+        an operator would (`recover`), and report it."""
         last_heal = max(w.healed_at for w in run.windows)
         try:
             self.cluster.wait_healthy(timeout_s=HEAL_WAIT_S)
-        except AssertionError:
+        except AssertionError as exc:
+            out.unhealed = str(exc)[-400:]
             recovery = time.monotonic()
-            out.operator_restarts = self.cluster.recover_split()
+            out.operator_restarts = self.cluster.recover()
             self.cluster.wait_healthy(timeout_s=120)
             out.healthy_after_s = time.monotonic() - last_heal
             return recovery
@@ -582,6 +607,12 @@ class PartitionRun:
         return {client: sum(1 for e in log_events(self.workdir / f"{client}.log")
                             if e.get("event") == event)
                 for client, event in events.items()}
+
+    def _dump(self, run: Run, started: float) -> None:
+        self.sampler.dump(self.workdir, started, self._pids())
+        (self.workdir / "timeline-faults.tsv").write_text("".join(
+            f"{w.cut_at - started:.1f}\t{w.healed_at - started:.1f}\t{w.label}\n"
+            for w in run.windows))
 
     def _parked(self) -> dict[str, str]:
         return {str(e.get("task_id")): str(e.get("reason"))

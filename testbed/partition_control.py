@@ -38,6 +38,7 @@ class ControlResult:
     summaries: dict[str, str]
     autoheal_decision: str  # the winner's log line naming winner and losers
     queues_after: dict[str, tuple[int, int]]
+    healed: bool  # the cluster was whole again (autoheal done) before the check
     duration_s: float
 
 
@@ -92,7 +93,7 @@ class MirroredAutohealControl:
             self.sampler.start()
             time.sleep(3)
             window = self._partition(n3, [n1, n2])
-            self.cluster.wait_healthy(timeout_s=120)
+            healthy = self._wait_healthy()
             time.sleep(self.tail_s)
             summaries = {name: self._stop_publisher(name) for name in ("p", "p2")}
             queues_after = self._wait_drained()
@@ -105,7 +106,7 @@ class MirroredAutohealControl:
                     service.stop()
             with contextlib.suppress(Exception):
                 self.cluster.lab.heal()
-        return self._result(window, summaries, queues_after, started)
+        return self._result(window, summaries, queues_after, healthy, started)
 
     def _partition(self, minority: NetNode, majority: list[NetNode]) -> FaultWindow:
         window = FaultWindow(f"isolate {minority.name} (autoheal, mirrored classic queue)",
@@ -115,6 +116,17 @@ class MirroredAutohealControl:
         self.cluster.lab.heal()
         window.healed_at = time.monotonic()
         return window
+
+    def _wait_healthy(self, timeout_s: float = 240.0) -> bool:
+        """Until autoheal has restarted its losers and they rejoined (what they held is
+        discarded then). Autoheal may take minutes, or decide twice (seen here: a first
+        decision for the lone node, a second for the majority 1.6 s later, the loser's
+        restart then stuck 2 minutes): the control's finding does not wait for it."""
+        try:
+            self.cluster.wait_healthy(timeout_s=timeout_s)
+            return True
+        except AssertionError:
+            return False
 
     def _stop_publisher(self, name: str) -> str:
         service = self.services[name]
@@ -141,7 +153,8 @@ class MirroredAutohealControl:
         return counts
 
     def _result(self, window: FaultWindow, summaries: dict[str, str],
-                queues_after: dict[str, tuple[int, int]], started: float) -> ControlResult:
+                queues_after: dict[str, tuple[int, int]], healthy: bool,
+                started: float) -> ControlResult:
         confirmed = {name: read_ids(self.workdir / f"{name}.confirmed") for name in ("p", "p2")}
         attempted = frozenset(message_id(name, seq) for name, summary in summaries.items()
                               for seq in range(_published(summary)))
@@ -151,20 +164,21 @@ class MirroredAutohealControl:
         lost = {name: len(ids & verdict.lost) for name, ids in confirmed.items()}
         decision = autoheal_decision(self.cluster)
         return ControlResult(history, verdict, window, {k: len(v) for k, v in confirmed.items()},
-                             lost, summaries, decision, queues_after,
+                             lost, summaries, decision, queues_after, healthy,
                              time.monotonic() - started)
 
 
 def autoheal_decision(cluster: NetCluster) -> str:
-    """The winner's log entry: "Autoheal decision * Partitions: ... * Winner: ... * Losers:
-    ..." (one entry over four lines), or "" if no node logged one."""
+    """Every "Autoheal decision * Partitions: ... * Winner: ... * Losers: ..." entry the
+    nodes logged (one entry spans four lines), in time order, joined by " / "."""
+    entries = []
     for node in cluster.nodes:
         lines = node.log().splitlines()
         for i, line in enumerate(lines):
             if line.endswith("Autoheal decision"):
                 entry = [ln.split("> ", 1)[-1].strip() for ln in lines[i:i + 4]]
-                return " ".join(entry)
-    return ""
+                entries.append((line[:32], " ".join(entry)))
+    return " / ".join(entry for _, entry in sorted(set(entries)))
 
 
 def _confirmed(service: NetService) -> float:

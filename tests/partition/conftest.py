@@ -72,8 +72,9 @@ class LabPool:
         self.current: PartitionLab | None = None
 
     def get(self, version: str) -> PartitionLab:
-        if self.current is not None and self.current.version != version:
-            self.close()
+        if self.current is not None and (self.current.version != version
+                                         or not whole(self.current.cluster)):
+            self.close()  # another version, or a cluster a failed run left broken
         if self.current is None:
             self.current = start_lab(self.factory.mktemp(f"nodes-{version}"), version)
         return self.current
@@ -82,6 +83,14 @@ class LabPool:
         if self.current is not None:
             handle, self.current = self.current, None
             stop_lab(handle)
+
+
+def whole(cluster: NetCluster) -> bool:
+    try:
+        cluster.wait_healthy(timeout_s=30)
+    except (AssertionError, RuntimeError):
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")

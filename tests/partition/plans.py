@@ -95,7 +95,11 @@ class Config:
     url_options: str  # appended to each AMQP_URL entry
 
     def plan(self) -> PartitionPlan:
-        return PartitionPlan(url_options=self.url_options)
+        # Wait for the clients as long as the slowest way back may take (a silent
+        # connection, then a reconnect through silent nodes), with a margin, so that a
+        # bound is what fails a test, not the wait.
+        wait_s = silent_s(self.heartbeat_s) + 2 * SOCKET_TIMEOUT_S + SETTLE_S + 30
+        return PartitionPlan(url_options=self.url_options, resume_timeout_s=wait_s)
 
 
 HB = f"heartbeat={RECOMMENDED_HEARTBEAT_S}"
