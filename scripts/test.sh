@@ -1,8 +1,51 @@
 #!/usr/bin/env bash
-# The test command: lint, then every test suite against a real RabbitMQ node.
+# The test command: lint, then every test suite against real RabbitMQ nodes.
+#
+#   scripts/test.sh              the matrix: every suite with RabbitMQ 3.10 test nodes and,
+#                                side by side, the suites that drive a broker with 4.3 nodes
+#   scripts/test.sh ARGS...      one pytest run with ARGS, on the nodes WARREN_TEST_RABBITMQ
+#                                picks (3.10 unless set; 4.3 runs in a container)
+#   AMQP_URL=... scripts/test.sh one run against that broker
+#
+# e2e (compose) and monitoring run once, on the 4.3 / Prometheus 3.5 stand-ins, in the
+# first leg. The legs run at once (most of a test's time is spent waiting on a broker, a
+# restart or a timeout), each with its own ports and temporary directory; the second
+# leg's output follows the first's. The exit status is non-zero if either failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 VENV=${VENV:-.venv}
 "$VENV/bin/ruff" check .
-exec "$VENV/bin/pytest" "$@"
+
+if [ $# -gt 0 ] || [ -n "${AMQP_URL:-}" ] || [ -n "${WARREN_TEST_RABBITMQ:-}" ]; then
+  exec "$VENV/bin/pytest" "$@"
+fi
+
+# The suites whose tests start, stop, kill, restart or cluster a node, or talk to one.
+BOTH_VERSIONS=(tests/integration tests/faults tests/chaos tests/cluster
+               tests/security/test_tls.py tests/security/test_no_password_in_logs.py)
+scratch=$(mktemp -d /tmp/warren-tests.XXXXXX)
+started=$(date +%s)
+
+echo "=== test leg 2 (RabbitMQ 4.3: ${BOTH_VERSIONS[*]}) runs beside leg 1; its output follows" >&2
+env WARREN_TEST_RABBITMQ=4.3 WARREN_TEST_PORTS=26000-32000 "$VENV/bin/pytest" \
+  --basetemp="$scratch/leg2" "${BOTH_VERSIONS[@]}" >"$scratch/leg2.log" 2>&1 &
+leg2=$!
+
+echo "=== test leg 1 (RabbitMQ 3.10, every suite)" >&2
+rc1=0
+env WARREN_TEST_RABBITMQ=3.10 WARREN_TEST_PORTS=20000-26000 "$VENV/bin/pytest" \
+  --basetemp="$scratch/leg1" || rc1=$?
+leg1_s=$(( $(date +%s) - started ))
+rc2=0
+wait "$leg2" || rc2=$?
+echo "=== test leg 2 (RabbitMQ 4.3)" >&2
+cat "$scratch/leg2.log"
+echo "test leg 1, RabbitMQ 3.10, every suite: exit $rc1 after ${leg1_s}s" >&2
+echo "test leg 2, RabbitMQ 4.3, ${BOTH_VERSIONS[*]}: exit $rc2 after $(( $(date +%s) - started ))s" >&2
+if [ "$rc1" -eq 0 ] && [ "$rc2" -eq 0 ]; then
+  rm -rf "$scratch"
+else
+  echo "the failed tests' directories (node and service logs) are kept in $scratch" >&2
+  exit 1
+fi

@@ -1,9 +1,10 @@
 """Several private RabbitMQ nodes on this machine, joined into one cluster.
 
-Each node is a `LocalBroker` with its own ports and directory. They share one
-epmd, one Erlang cookie (written into every node's HOME before it starts) and
-one user/password, since joining a cluster replaces a node's user database with
-the cluster's.
+Each node is a `LocalBroker` with its own ports and directory, of the RabbitMQ
+version `WARREN_TEST_RABBITMQ` picks. They share one epmd (the host's for host
+nodes; one in a container of its own for container nodes), one Erlang cookie
+and one user/password, since joining a cluster replaces a node's user database
+with the cluster's.
 """
 
 from __future__ import annotations
@@ -16,45 +17,51 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testbed.broker import LocalBroker
+from testbed.broker import LocalBroker, SharedEpmd, runtime_for
 
 
 @dataclass
 class RabbitCluster:
     nodes: list[LocalBroker]
     killed: list[LocalBroker] = field(default_factory=list)
+    # Container nodes: the epmd they share (a node's own would die with it). None: the
+    # host's, which host nodes share and which outlives them.
+    epmd: SharedEpmd | None = None
 
     @classmethod
     def start(cls, base_dir: Path, size: int = 3, extra_config: str = "",
               timeout_s: float = 120.0) -> RabbitCluster:
         cookie = secrets.token_hex(20).upper()
         password = secrets.token_urlsafe(12)
-        nodes = []
-        for index in range(size):
-            home = base_dir / f"node{index + 1}"
-            home.mkdir(parents=True, exist_ok=True)
-            cookie_file = home / ".erlang.cookie"
-            with contextlib.suppress(FileNotFoundError):
-                cookie_file.chmod(0o600)
-            cookie_file.write_text(cookie)
-            cookie_file.chmod(0o400)
-            nodes.append(LocalBroker(home, password=password, extra_config=extra_config))
-        cluster = cls(nodes)
+        runtimes = [runtime_for() for _ in range(size)]
+        cluster = cls([], epmd=runtimes[0].shared_epmd())
         try:
-            # Booting is mostly waiting on Erlang: start the nodes side by side.
-            with ThreadPoolExecutor(max_workers=size) as pool:
-                list(pool.map(lambda node: node.start_on_free_ports(timeout_s=timeout_s),
-                              nodes))
-            for node in nodes[1:]:
-                node.ctl("stop_app")
-                node.ctl("join_cluster", nodes[0].nodename)
-                node.ctl("start_app")
-                node.ctl("await_startup", timeout_s=timeout_s)
-            cluster.wait_members(size, timeout_s=60)
+            if cluster.epmd is not None:
+                cluster.epmd.start()
+            for index, runtime in enumerate(runtimes):
+                home = base_dir / f"node{index + 1}"
+                home.mkdir(parents=True, exist_ok=True)
+                cluster.nodes.append(LocalBroker(
+                    home, password=password, extra_config=extra_config, cookie=cookie,
+                    epmd_port=cluster.epmd.port if cluster.epmd else None, runtime=runtime))
+            cluster._boot(timeout_s)
         except BaseException:
             cluster.stop()
             raise
         return cluster
+
+    def _boot(self, timeout_s: float) -> None:
+        # Booting is mostly waiting on Erlang: start the nodes side by side.
+        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            list(pool.map(lambda node: node.start_on_free_ports(timeout_s=timeout_s),
+                          self.nodes))
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            node.ctl("stop_app")
+            node.ctl("join_cluster", first.nodename)
+            node.ctl("start_app")
+            node.ctl("await_startup", timeout_s=timeout_s)
+        self.wait_members(len(self.nodes), timeout_s=60)
 
     # -- addresses -----------------------------------------------------------
     @property
@@ -77,6 +84,10 @@ class RabbitCluster:
     def ctl(self, *args: str, timeout_s: float = 60.0) -> str:
         """rabbitmqctl against the first node still alive."""
         return self.alive[0].ctl(*args, timeout_s=timeout_s)
+
+    def connections(self) -> dict[str, str]:
+        """connection_name → node, for every named client connection in the cluster."""
+        return {c.name: c.node for c in self.alive[0].connections() if c.name is not None}
 
     def running_nodes(self) -> set[str]:
         out = self.ctl("eval", "rabbit_nodes:all_running().")
@@ -129,9 +140,12 @@ class RabbitCluster:
     def stop(self) -> None:
         """Tear down: the nodes' data is thrown away with their directories, so no
         graceful stop (three of them take ~20 s): SIGKILL, side by side."""
-        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
-            # Not the killed ones again: their pid file is stale, the pid may be reused.
-            list(pool.map(_kill_quietly, self.alive))
+        if self.nodes:
+            with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+                # Not the killed ones again: their pid file is stale, the pid may be reused.
+                list(pool.map(_kill_quietly, self.alive))
+        if self.epmd is not None:
+            self.epmd.stop()
 
 
 def _kill_quietly(node: LocalBroker) -> None:

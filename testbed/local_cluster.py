@@ -115,7 +115,13 @@ class Stop:
     def __init__(self, duration: float | None) -> None:
         self.reason = ""
         self.parent = os.getppid()
-        self.deadline = time.monotonic() + duration if duration else None
+        self.duration = duration
+        self.deadline: float | None = None
+
+    def start_clock(self) -> None:
+        """--duration counts from here: the cluster is up (a node's start time varies)."""
+        if self.duration:
+            self.deadline = time.monotonic() + self.duration
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._on_signal)
 
@@ -163,6 +169,7 @@ def run(args: argparse.Namespace, screen: Screen, stop: Stop) -> None:
 def watch(settings: Settings, screen: Screen, stop: Stop) -> None:
     """The live view: `warren status`, refreshed, until it is time to stop."""
     started = time.monotonic()
+    stop.start_clock()
     reader: StatusReader | None = None
     try:
         while not stop.due():

@@ -20,7 +20,7 @@ class Backoff:
     attempt: int = 0
 
     def next_delay(self) -> float:
-        bound = min(self.cap_s, self.base_s * (2**self.attempt))
+        bound = min(self.cap_s, self.base_s * (2 ** min(self.attempt, 32)))
         self.attempt += 1
         return self.rng.uniform(bound / 2, bound)
 

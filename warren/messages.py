@@ -28,10 +28,11 @@ WARREN_HEADERS = frozenset({ATTEMPTS_HEADER, REASON_HEADER, ERROR_HEADER, WORKER
 # x-death in a retry copy crashed RabbitMQ 3.10's dead-lettering of the copy back
 # (rabbit_dead_letter); 4.x ignores x-death on published messages altogether.
 DELIVERY_COUNT_HEADER = "x-delivery-count"
+ACQUIRED_HEADER = "x-acquired-count"  # RabbitMQ 4.x quorum queues: every acquisition
 BROKER_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-queue",
                             "x-first-death-reason", "x-last-death-exchange",
                             "x-last-death-queue", "x-last-death-reason",
-                            DELIVERY_COUNT_HEADER})
+                            DELIVERY_COUNT_HEADER, ACQUIRED_HEADER})
 DOTS_TASK = "dots"
 
 

@@ -62,16 +62,16 @@ def declare_events_exchange(channel: Channel, settings: Settings) -> None:
 
 
 def declare_rpc_queue(channel: Channel, settings: Settings) -> None:
-    """Classic and non-durable, exactly as the seed's server declares it, so both can share it.
+    """Durable, classic or quorum as QUEUE_TYPE says.
 
-    Requests are only worth answering while their caller waits; in quorum mode
-    the queue must be durable and replicated instead.
+    RabbitMQ 4.x deprecates queues that are neither durable nor exclusive
+    (`transient_nonexcl_queues`; denied, the declare closes the connection), so `rpc_queue`
+    is durable now, where the tutorial's server declared it transient. Its clients never
+    declare it and keep working. An old transient `rpc_queue` on a 3.x broker makes this
+    declare fail (406, `durable`): delete it, or restart the broker, which drops it.
     """
-    if settings.queue_type == "quorum":
-        channel.queue_declare(settings.rpc_queue, durable=True,
-                              arguments={"x-queue-type": "quorum"})
-    else:
-        channel.queue_declare(settings.rpc_queue)
+    arguments = {"x-queue-type": "quorum"} if settings.queue_type == "quorum" else None
+    channel.queue_declare(settings.rpc_queue, durable=True, arguments=arguments)
 
 
 def apply_bindings(channel: Channel, queue: str, bindings: tuple[Binding, ...]) -> None:

@@ -31,6 +31,7 @@ from warren.amqp.wire import encoded_size, printable, republished, text
 from warren.errors import ExitCode, Refused
 from warren.health import Health
 from warren.messages import (
+    ACQUIRED_HEADER,
     ATTEMPTS_HEADER,
     BROKER_HEADERS,
     DELIVERY_COUNT_HEADER,
@@ -68,6 +69,7 @@ class Worker:
         self.stop = stop
         self.runner = Runner(registry, settings, self._settle, self._recycle)
         metrics.OLDEST_TASK_AGE.set_function(self.runner.watchdog.oldest_age_s)
+        metrics.IN_FLIGHT.set_function(lambda: len(self._unsettled))
         self.outbox = Outbox(settings)
         self.adaptive = (AdaptivePrefetch(settings.prefetch_max)
                          if settings.prefetch == "auto" else None)
@@ -82,6 +84,8 @@ class Worker:
         self._stop_deadline = 0.0
         self._status_at = 0.0
         self._status_done = 0
+        self._held_most = 0
+        self._exported: dict[str, int] = dict.fromkeys(metrics.OUTCOMES, 0)
 
     @property
     def prefetch(self) -> int:
@@ -128,6 +132,7 @@ class Worker:
         metrics.PREFETCH.set(prefetch)
 
     def tick(self) -> None:
+        self._sync_counts()
         failure = self.outbox.failure
         if failure is not None:  # it cannot publish retries or parked copies: stop here
             raise Refused(f"worker outbox: {failure}",
@@ -135,13 +140,24 @@ class Worker:
         if self.settings.events_exchange and time.monotonic() >= self._status_at + STATUS_EVERY_S:
             self._publish_status()
 
+    def _sync_counts(self) -> None:
+        """warren_worker_tasks_total follows the worker's own counts a tick at a time: a
+        scrape never needs more, and an increment per task was a share of its cost."""
+        for outcome, count in self._counts.items():
+            if count > self._exported[outcome]:
+                metrics.OUTCOME[outcome].inc(count - self._exported[outcome])
+                self._exported[outcome] = count
+
     def _publish_status(self) -> None:
         """A `worker` event: who this worker is and how it is doing (`warren status`)."""
         now = time.monotonic()
         elapsed, self._status_at = now - self._status_at, now
         done, self._status_done = self._counts["done"] - self._status_done, self._counts["done"]
+        # The most held at once since the last event: sampled right after an ack, the count
+        # of the moment would read 0 for a worker that is never idle.
+        in_flight, self._held_most = max(self._held_most, len(self._unsettled)), 0
         body = {"event": "worker", "worker": self.settings.worker_id,
-                "queue": self.settings.task_queue, "in_flight": len(self._unsettled),
+                "queue": self.settings.task_queue, "in_flight": in_flight,
                 "prefetch": self.prefetch, "lanes": len(self.runner.lanes),
                 "isolation": self.settings.task_isolation, **self._counts,
                 "done_per_s": round(done / elapsed, 3) if elapsed < 60 else 0.0,
@@ -168,22 +184,26 @@ class Worker:
                         grace_s=self.settings.shutdown_grace_s)
 
     def closed(self) -> None:
+        self._sync_counts()
         self.health.set_ready(False)
         metrics.CONNECTED.set(0)
-        metrics.IN_FLIGHT.dec(len(self._unsettled))
         self._unsettled.clear()  # the broker requeues whatever the lost connection held
         self._link = self._channel = None
 
     # -- deliveries -----------------------------------------------------------------------
     def _on_message(self, message: Message) -> None:
-        metrics.IN_FLIGHT.inc()
         if message.redelivered:
             metrics.REDELIVERIES.inc()
         self._unsettled.add(message.tag)
-        delivery = Delivery(message, self._session)
-        decision = policy.on_arrival(_facts(message, self._quorum), self.settings.max_attempts)
+        self._held_most = max(self._held_most, len(self._unsettled))
+        delivery = Delivery(message, self._session, _facts(message, self._quorum))
+        decision = policy.on_arrival(delivery.facts, self.settings.max_attempts)
         if decision.action != "run":
             self._carry_out_safely(delivery, decision, Outcome("failed"))
+            return
+        inline = self.runner.run_inline(delivery)
+        if inline is not None:
+            self._settle([inline])
             return
         # Waiting in place only pays when the broker sends nothing more until this ack
         # (prefetch 1); with a deeper window it would undo the batching of acks.
@@ -200,7 +220,7 @@ class Worker:
             return
         acks = []
         for delivery, outcome in current:
-            decision = policy.on_result(_facts(delivery.message, self._quorum), outcome.result,
+            decision = policy.on_result(delivery.facts, outcome.result,
                                         outcome.error, self.settings.max_attempts)
             if decision.action == "ack":
                 acks.append(delivery.tag)
@@ -258,10 +278,10 @@ class Worker:
 
     def _hand_back(self, delivery: Delivery) -> None:
         """An unstarted delivery at shutdown goes back as a fresh copy: it was not attempted."""
-        facts = _facts(delivery.message, self._quorum)
         properties = self._copy_properties(
-            delivery, {ATTEMPTS_HEADER: min(facts.prior_failures, LONG_MAX)},
-            {DELIVERY_COUNT_HEADER}, delivery_mode=delivery.message.properties.delivery_mode)
+            delivery, {ATTEMPTS_HEADER: min(delivery.facts.prior_failures, LONG_MAX)},
+            {DELIVERY_COUNT_HEADER, ACQUIRED_HEADER},
+            delivery_mode=delivery.message.properties.delivery_mode)
         self.outbox.send(Outgoing(delivery.message.body, properties, self.settings.task_queue),
                          partial(self._copy_confirmed, self._link, self._session, delivery.tag))
 
@@ -276,14 +296,13 @@ class Worker:
             self._forget([tag])
 
     def _record(self, delivery: Delivery, decision: policy.Decision, outcome: Outcome) -> None:
-        metrics.OUTCOME[decision.outcome].inc()
-        self._counts[decision.outcome] += 1
+        self._counts[decision.outcome] += 1  # the counters follow each tick (_sync_counts)
         if decision.outcome != "done":
             level = "error" if decision.action == "park" else "warning"
             getattr(log, level)(f"task_{decision.outcome}", task_id=delivery.task_id,
                                 task_type=outcome.task_type, attempts=decision.attempts,
                                 reason=decision.reason)
-        if self.settings.events_exchange:
+        if self.settings.events_exchange and self.outbox.events_wanted():
             self.outbox.events([self._event(delivery, decision, outcome)])
 
     def _event(self, delivery: Delivery, decision: policy.Decision, outcome: Outcome) -> Outgoing:
@@ -322,9 +341,7 @@ class Worker:
 
     def _forget(self, tags: list[int]) -> None:
         for tag in tags:
-            if tag in self._unsettled:
-                self._unsettled.discard(tag)
-                metrics.IN_FLIGHT.dec()
+            self._unsettled.discard(tag)
 
     def _adapt_prefetch(self, batch: list[Finished]) -> None:
         if self.adaptive is None or self._channel is None:

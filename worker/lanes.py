@@ -96,7 +96,7 @@ class Lane:
             except BaseException as exc:  # one message must never kill the lane
                 log.exception("task_runner_error")
                 outcome = Outcome("failed", task.type, describe(exc))
-        self.runner.count_busy(outcome.duration_s)
+        self.runner.count_busy(outcome.duration_s, outcome.task_type)
         return outcome
 
     def _execute(self, job: Job) -> Outcome:

@@ -34,6 +34,9 @@ log = structlog.get_logger("worker")
 EVENTS_EVERY_S = 0.1  # events leave in batches this often
 MAX_QUEUED_EVENTS = 10_000  # beyond this, with the outbox down or blocked, events are dropped
 WINDOW = 10_000
+# After an event nobody was bound to hear, build none for this long, then try again: a
+# listener that binds hears every event from at most this long after it bound.
+UNHEARD_PROBE_S = 1.0
 Confirmed = Callable[[], None]
 
 
@@ -54,6 +57,7 @@ class Outbox:
         self._suspects = 0  # copies still to send one by one after a refusal
         self._stubs: set[int] = set()
         self._in_flight_at_close = 0
+        self._unheard_until = 0.0
         self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
 
     # -- any thread ----------------------------------------------------------------------
@@ -69,6 +73,11 @@ class Outbox:
         """Best effort, within one outbox tick (EVENTS_EVERY_S): no wake-up per task, which
         cost a thread hop for every task a worker ran."""
         self._events.extend(events)
+
+    def events_wanted(self) -> bool:
+        """False for a while after an event came back unroutable: no queue is bound to the
+        events exchange, so building more would be work for nobody (any thread)."""
+        return time.monotonic() >= self._unheard_until
 
     def close(self, deadline: float) -> None:
         """Finish sending what is queued until `deadline` (time.monotonic()), then stop."""
@@ -148,7 +157,11 @@ class Outbox:
             return
         channel = link.channel("publishing task events")
         channel.on_closed(self._events_refused)
+        channel.on_return(self._unheard)
         self._events_channel = channel
+
+    def _unheard(self, _event: object, _reason: str) -> None:
+        self._unheard_until = time.monotonic() + UNHEARD_PROBE_S
 
     def _events_refused(self, reason: str) -> None:
         # Best effort: no permission on the exchange, or it was deleted. Events are off
@@ -189,8 +202,11 @@ class Outbox:
         channel = self._events_channel
         if channel is None or self._publisher.blocked:
             return
+        tasks = self.settings.events_exchange
         while self._events and channel.is_open:
-            channel.publish(self._events.popleft())
+            event = self._events.popleft()
+            # A task event that comes back unroutable says nobody listens (see events_wanted).
+            channel.publish(event, mandatory=event.exchange == tasks)
 
     def _confirmed(self, _copy: Outgoing, on_confirmed: object, _latency_s: float) -> None:
         if self._suspects:

@@ -8,10 +8,12 @@ acked; a malformed message is parked at once; a failure is retried until MAX_ATT
 attempts have failed, then parked.
 
 How deliveries without a result are counted, so that the count survives the process
-that took them: a quorum queue counts them itself in the `x-delivery-count` header (crashes
-and rejects count; on RabbitMQ 4.3 a nack does not); a classic queue only flags a
-redelivery, so the worker acts on the flag at once: it sends the message back to the task
-queue ("again") with its count raised in `x-warren-attempts`, where the count travels on.
+that took them: a quorum queue counts them itself, in `x-delivery-count` (3.x: every
+return; 4.3: rejects and crashes only) and, on 4.x, `x-acquired-count` (every return, a
+consumer timeout's and a nack's included) — the larger of the two is the count. A classic
+queue only flags a redelivery, so the worker acts on the flag at once: it sends the
+message back to the task queue ("again") with its count raised in `x-warren-attempts`,
+where the count travels on.
 Nothing of this costs anything on a first delivery. A delivery handed back unstarted at
 shutdown also returns flagged; the worker sends those back as fresh copies instead, so that
 only the one interrupted mid-task (per runner) is counted.
@@ -22,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from warren.messages import ATTEMPTS_HEADER, DELIVERY_COUNT_HEADER
+from warren.messages import ACQUIRED_HEADER, ATTEMPTS_HEADER, DELIVERY_COUNT_HEADER
 
 Action = Literal["run", "ack", "again", "retry", "park"]
 Result = Literal["done", "failed", "malformed"]
@@ -97,9 +99,12 @@ def facts_of(headers: dict[str, object] | None, redelivered: bool, *, quorum: bo
     `x-delivery-count` is believed only from a quorum queue, which sets it: on a classic
     queue any client could forge it, and a forged one would hide every crash."""
     headers = headers or {}
-    count = _count(headers.get(DELIVERY_COUNT_HEADER)) if quorum else None
-    if quorum and count is None and redelivered:
-        count = 1  # a quorum queue that did not count (4.3 does not count a nack): this one
+    count = None
+    if quorum:  # 4.3 counts only rejects and crashes in x-delivery-count, every return in
+        counts = [_count(headers.get(name)) for name in (DELIVERY_COUNT_HEADER, ACQUIRED_HEADER)]
+        count = max((c for c in counts if c is not None), default=None)  # x-acquired-count
+        if count is None and redelivered:
+            count = 1  # a quorum queue that counted nothing: this redelivery, at least
     return Facts(_count(headers.get(ATTEMPTS_HEADER)) or 0, count, redelivered,
                  headers_undecodable)
 

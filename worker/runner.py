@@ -16,6 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,16 +24,23 @@ import structlog
 
 from warren.amqp import Message
 from warren.amqp.wire import text
+from warren.errors import MalformedMessage
+from warren.messages import decode_task
 from warren.settings import Settings
 from worker import metrics
 from worker.child import ChildProcess
-from worker.execution import Outcome
+from worker.execution import Outcome, run_task
 from worker.lanes import Lane, Watchdog, process_rss_bytes
-from worker.tasks import TaskRegistry
+from worker.policy import Facts
+from worker.tasks import TaskRegistry, set_current_task_id
 
 log = structlog.get_logger("worker")
 
 INLINE_WAIT_S = 0.01
+NO_PAST = Facts()
+FAST_S = 0.0005  # a task type whose runs take well under a millisecond (median)...
+FAST_MAX_S = 0.005  # ...and never more than this (a GC pause is fine, real work is not)...
+FAST_AFTER = 16  # ...over this many runs in a row may run on the I/O thread
 Wake = Callable[[Callable[[], None]], bool]  # run a callable on the I/O thread; False if gone
 
 
@@ -40,6 +48,7 @@ Wake = Callable[[Callable[[], None]], bool]  # run a callable on the I/O thread;
 class Delivery:
     message: Message
     session: int  # delivery tags repeat on every connection: a tag means something only here
+    facts: Facts = NO_PAST  # what the delivery says of its past (worker/policy.py)
 
     @property
     def tag(self) -> int:
@@ -72,6 +81,8 @@ class Runner:
         self._done_in_process = 0
         self._recycling = False
         self.busy_s = 0.0  # seconds spent running tasks, every lane together
+        self._recent: dict[str, deque[float]] = {}  # task type -> its last durations
+        self._fast: set[str] = set()
         self.lanes = [Lane(self, index, self._child()) for index in range(settings.concurrency)]
         self.watchdog = Watchdog(self)
 
@@ -154,11 +165,41 @@ class Runner:
         fresh.start()
         self.hand_back(delivery, outcome)
 
-    def count_busy(self, duration_s: float) -> None:
+    def count_busy(self, duration_s: float, task_type: str = "") -> None:
         metrics.TASK_DURATION.observe(duration_s)
         metrics.BUSY.inc(duration_s)
         with self._lock:
             self.busy_s += duration_s
+            recent = self._recent.setdefault(task_type, deque(maxlen=FAST_AFTER))
+            recent.append(duration_s)
+            if duration_s >= FAST_MAX_S:
+                self._fast.discard(task_type)
+            elif (len(recent) == FAST_AFTER and max(recent) < FAST_MAX_S
+                  and sorted(recent)[FAST_AFTER // 2] < FAST_S):
+                self._fast.add(task_type)
+
+    def run_inline(self, delivery: Delivery) -> Finished | None:
+        """On the I/O thread, with no lane busy: run a task of a type seen to finish in well
+        under a millisecond right here, without the hand-off to a lane and back (two thread
+        switches, most of such a task's cost). None: it goes to a lane. A slow or unknown
+        type always runs off the I/O thread, and one run past FAST_MAX_S takes a type off
+        the list: heartbeats never wait on more than that."""
+        if not self._fast or self._outstanding or self.settings.task_isolation != "thread":
+            return None
+        message = delivery.message
+        try:
+            task = decode_task(message.body, text(message.properties.content_type) or None,
+                               max_bytes=self.settings.max_body_bytes)
+        except MalformedMessage:
+            return None
+        if task.type not in self._fast:
+            return None
+        set_current_task_id(text(message.properties.message_id))
+        with structlog.contextvars.bound_contextvars(task_id=delivery.task_id):
+            outcome = run_task(self.registry, task)
+        self.count_busy(outcome.duration_s, task.type)
+        self.count_done_in_process()
+        return delivery, outcome
 
     def count_done_in_process(self) -> None:
         """Thread isolation: recycle the worker process itself when a ceiling is reached."""

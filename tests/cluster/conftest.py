@@ -7,16 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from testbed.broker import rabbitmq_available
 from testbed.cluster import RabbitCluster
 from testbed.processes import ServiceFactory
-from tests.support.needs import need
+from tests.support.broker import need_rabbitmq
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
-    need(rabbitmq_available(), "rabbitmq-server is not installed (apt-get install "
-         "rabbitmq-server): the cluster tests start three private nodes")
+    need_rabbitmq("and the cluster tests start three private nodes")
     handle = RabbitCluster.start(tmp_path_factory.mktemp("cluster"), size=3)
     yield handle
     handle.stop()

@@ -12,6 +12,8 @@ from typing import Any
 
 import pika
 
+from worker.outbox import EVENTS_EVERY_S, UNHEARD_PROBE_S
+
 EVENTS_EXCHANGE = "warren.events"
 
 
@@ -40,6 +42,8 @@ class EventTap:
         self._queue = self._channel.queue_declare("", exclusive=True).method.queue
         self._channel.queue_bind(self._queue, EVENTS_EXCHANGE)
         self.events: list[Event] = []
+        # Workers that found nobody listening build no events for a while (worker.outbox).
+        time.sleep(UNHEARD_PROBE_S + EVENTS_EVERY_S)
 
     def collect(self, done: Callable[[list[Event]], bool], timeout: float) -> list[Event]:
         """Read events until `done(self.events)` or the timeout; returns all read so far."""

@@ -27,6 +27,9 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 # Beside the repository on this machine and in CI (a fresh clone with ../shared next to it).
 OFFLINE_IMAGES = REPO.parent / "shared" / "tools" / "offline-images"
+# Debian sid's stand-ins: RabbitMQ 4.3, Prometheus 3.5, Python 3.13, the versions of the
+# public images the compose defaults name (bookworm's would be RabbitMQ 3.10, 2.42, 3.11).
+OFFLINE_SUITE = "sid"
 IMAGE_VARS = ("PYTHON_IMAGE", "RABBITMQ_IMAGE", "PROMETHEUS_IMAGE")
 # Everything `docker compose up` starts here; Grafana has no image on this machine
 # (docs/COMPOSE.md), and its dashboards are checked against the real Prometheus instead.
@@ -99,16 +102,17 @@ def image_env(docker: str) -> dict[str, str]:
     """PYTHON_IMAGE / RABBITMQ_IMAGE / PROMETHEUS_IMAGE for the compose project.
 
     Taken from the environment when set; else, where this machine's
-    `offline-images` tool sits beside the repository, from its local stand-ins
-    (built on first use, ~1 s once built); else left to the compose file's
+    `offline-images` tool sits beside the repository, from its local stand-ins of
+    Debian sid (built on first use, ~1 s once built); else left to the compose file's
     defaults, the public images, which Docker pulls.
     """
     found = {name: os.environ[name] for name in IMAGE_VARS if os.environ.get(name)}
     if len(found) == len(IMAGE_VARS) or not OFFLINE_IMAGES.exists():
         return found
-    proc = run([str(OFFLINE_IMAGES), "--dotenv"], timeout=900, check=False)
+    command = [str(OFFLINE_IMAGES), "--suite", OFFLINE_SUITE, "--dotenv"]
+    proc = run(command, timeout=900, check=False)
     if proc.returncode != 0:
-        raise CommandFailed(f"{OFFLINE_IMAGES} --dotenv failed:\n{proc.stderr[-3000:]}")
+        raise CommandFailed(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
     for line in proc.stdout.splitlines():
         name, sep, value = line.strip().partition("=")
         if sep and name in IMAGE_VARS:

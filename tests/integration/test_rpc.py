@@ -17,6 +17,7 @@ from rpc_server.protocol import RpcError
 from testbed.processes import REPO, ServiceFactory
 from tests.integration.test_seeds import SEEDS
 from tests.integration.test_work_queue import metric
+from tests.support.broker import BrokerUnderTest
 from warren.settings import Settings
 
 # (request body, content type, what the error reply must say)
@@ -81,7 +82,7 @@ def test_a_call_with_no_server_times_out_clearly(amqp_url: str) -> None:
         with pytest.raises(RpcError, match="unroutable"):
             client.call(1, 2)
         conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        conn.channel().queue_declare("rpc_queue")  # a queue, but no server on it
+        conn.channel().queue_declare("rpc_queue", durable=True)  # a queue, but no server on it
         conn.close()
         started = time.monotonic()
         with pytest.raises(RpcTimeout, match=r"no reply from 'rpc_queue' within 0\.5s"):
@@ -131,3 +132,28 @@ def test_rpc_server_stops_gracefully(services: ServiceFactory) -> None:
     server.signal(signal.SIGTERM)
     assert server.wait(timeout_s=15) == 0
     assert "rpc_server_stopped" in server.log()
+
+
+def test_rpc_queue_is_durable_and_an_old_transient_one_is_named(
+        services: ServiceFactory, amqp_url: str, broker: BrokerUnderTest) -> None:
+    """RabbitMQ 4.x denies transient non-exclusive queues: rpc_queue is durable."""
+    services.start("rpc_server")
+    vhost = amqp_url.rsplit("/", 1)[1]
+    info = broker.private.api("GET", f"/api/queues/{vhost}/rpc_queue")
+    assert isinstance(info, dict) and info["durable"] is True
+    fresh = broker.fresh_vhost()
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(fresh))
+        if broker.private.runtime.major >= 4:
+            # What the tutorial's server declared is refused outright (our 4.x test nodes
+            # deny every deprecated feature): no old transient rpc_queue can exist there.
+            with pytest.raises(pika.exceptions.ConnectionClosedByBroker, match="541"):
+                conn.channel().queue_declare("rpc_queue")
+            return
+        conn.channel().queue_declare("rpc_queue")  # what the tutorial's server declared
+        conn.close()
+        result = services.run("rpc_server", AMQP_URL=fresh, timeout_s=60)
+        assert result.returncode == 78, result.stderr
+        assert "rpc_queue" in result.stderr and "durable" in result.stderr
+    finally:
+        broker.drop_vhost(fresh)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from testbed.broker import LocalBroker, rabbitmq_available
+from testbed.broker import LocalBroker, rabbitmq_available, runtime_for
 from tests.monitoring.containers import IMAGE_4X, ContainerBroker, docker_image_ready
 from tests.monitoring.live import RunningStack, Stack
 from tests.monitoring.prom_tools import MAJORS, PromRelease, need_release, releases
@@ -38,8 +38,11 @@ def prometheus_releases() -> list[PromRelease]:
 
 @pytest.fixture(scope="session")
 def monitoring_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
-    need(rabbitmq_available(), "rabbitmq-server is not installed (apt-get install rabbitmq-server)")
-    node = LocalBroker(tmp_path_factory.mktemp("monitoring-rabbitmq"))
+    # Debian's, whatever WARREN_TEST_RABBITMQ says: monitoring_node_4x is the 4.x one.
+    need(rabbitmq_available("3.10"),
+         "rabbitmq-server is not installed (apt-get install rabbitmq-server)")
+    node = LocalBroker(tmp_path_factory.mktemp("monitoring-rabbitmq"),
+                       runtime=runtime_for("3.10"))
     try:
         node.start()
         yield node

@@ -1,4 +1,8 @@
-"""A RabbitMQ node for tests: a private one (stoppable, restartable), or AMQP_URL's."""
+"""A RabbitMQ node for tests: a private one (stoppable, restartable), or AMQP_URL's.
+
+The private node is of the version WARREN_TEST_RABBITMQ picks (3.10 by default, or
+4.3 in a container): see testbed/broker.py.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,17 @@ from pathlib import Path
 
 import pika
 
-from testbed.broker import LocalBroker, rabbitmq_available
+from testbed.broker import LocalBroker, rabbitmq_problem
 from tests.support.needs import need
 
 TEST_QUEUES = ("task_queue", "task_queue.retry", "task_queue.dead", "rpc_queue")
+
+
+def need_rabbitmq(context: str = "", version: str | None = None) -> None:
+    """A private node of `version` (default: the selected one) can start here (else
+    skip; fail in CI)."""
+    problem = rabbitmq_problem(version)
+    need(problem is None, f"{problem}{', ' + context if context else ''}")
 
 
 @dataclass
@@ -25,8 +36,7 @@ class BrokerUnderTest:
         external = os.environ.get("AMQP_URL")
         if external:
             return cls(external)
-        need(rabbitmq_available(), "rabbitmq-server is not installed (apt-get install "
-             "rabbitmq-server), and AMQP_URL is not set")
+        need_rabbitmq("and AMQP_URL is not set")
         node = LocalBroker(base_dir)
         node.start_on_free_ports()
         return cls(node.url, node)

@@ -19,3 +19,9 @@ def test_reset_starts_again_from_the_base() -> None:
         backoff.next_delay()
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+
+
+def test_a_long_run_of_failures_stays_at_the_cap() -> None:
+    backoff = Backoff(base_s=0.1, cap_s=5.0)
+    delays = [backoff.next_delay() for _ in range(5000)]  # a nack storm: no overflow
+    assert max(delays) <= 5.0 and delays[-1] >= 2.5

@@ -78,6 +78,14 @@ def test_a_classic_queue_ignores_a_forged_delivery_count() -> None:
     assert on_arrival(forged, MAX) == Decision("again", "retried", 1, INTERRUPTED)
 
 
+def test_on_4x_the_acquired_count_counts_returns_the_delivery_count_leaves_out() -> None:
+    # a consumer timeout on RabbitMQ 4.3: x-delivery-count stays 0, x-acquired-count grows
+    facts = facts_of({"x-delivery-count": 0, "x-acquired-count": 2}, redelivered=True,
+                     quorum=True)
+    assert facts.delivery_count == 2
+    assert on_arrival(facts, 2).action == "park"
+
+
 def test_a_quorum_redelivery_without_a_count_counts_once() -> None:
     facts = facts_of({}, redelivered=True, quorum=True)
     assert facts.delivery_count == 1 and on_arrival(facts, MAX) == Decision("run")

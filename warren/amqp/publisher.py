@@ -127,11 +127,12 @@ class Publisher:
     # -- the broker's answers ------------------------------------------------------------
     def _on_confirm(self, tag: int, multiple: bool, acked: bool) -> None:
         now = time.monotonic()
+        # One nack frame (one refusal, however many messages it covers) grows the delay once.
+        due = now if acked else now + self._nack_backoff.next_delay()
         for sent in self._take(tag, multiple):
             if not acked:
                 self.events.nacked(sent.message, sent.token)
-                delay = self._nack_backoff.next_delay()
-                self._waiting.append((sent.message, sent.token, now + delay))
+                self._waiting.append((sent.message, sent.token, due))
             elif sent.returned:
                 self.events.returned(sent.message, sent.token, sent.returned)
             else:
