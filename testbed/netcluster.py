@@ -30,6 +30,7 @@ from typing import Literal
 from urllib.parse import quote
 
 from testbed.broker import RABBITMQ_BIN
+from testbed.broker_container import BUILD_HINT, IMAGE_VAR, IMAGES
 from testbed.netns import Host, Lab
 from testbed.processes import REPO, Service, _die_with_parent
 
@@ -181,8 +182,13 @@ class NetNode:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-RABBITMQ_43_IMAGE = "local/rabbitmq:4.3-management"  # ../shared/tools/offline-images --suite sid
 OWNER_LABEL = "io.warren.partition.owner"  # the pid of the test process that started it
+
+
+def rabbitmq_43_image() -> str:
+    """The image of the 4.3 test nodes (testbed/broker_container.py): the same stand-in, and
+    the same variable to pick another."""
+    return os.environ.get(IMAGE_VAR) or IMAGES["4.3"]
 
 
 def docker(*args: str, timeout_s: float = 120.0, check: bool = True) -> str:
@@ -193,14 +199,15 @@ def docker(*args: str, timeout_s: float = 120.0, check: bool = True) -> str:
     return result.stdout.strip()
 
 
-def docker_ready(image: str = RABBITMQ_43_IMAGE) -> str:
+def docker_ready() -> str:
     """'' when Docker answers and has the RabbitMQ 4.3 image; else why not."""
     if shutil.which("docker") is None:
         return "docker is not installed (.ci/install-docker.sh)"
+    image = rabbitmq_43_image()
     try:
         docker("image", "inspect", "--format", "{{.Id}}", image, timeout_s=30)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        return f"no {image} ({exc}): ../shared/tools/offline-images --suite sid rabbitmq"
+        return f"no {image} ({exc}): {BUILD_HINT}"
     return ""
 
 
@@ -218,12 +225,12 @@ class DockerNode(NetNode):
 
     @classmethod
     def create(cls, lab: Lab, name: str, ips: dict[str, str], base_dir: Path, cookie: str,
-               password: str, image: str = RABBITMQ_43_IMAGE) -> DockerNode:
+               password: str) -> DockerNode:
         container = f"{lab.tag}-{name}"
         docker("run", "--detach", "--rm", "--name", container, "--network", "none",
                "--hostname", name, "--label", f"{OWNER_LABEL}={os.getpid()}",
                *(arg for host, ip in ips.items() for arg in ("--add-host", f"{host}:{ip}")),
-               "--entrypoint", "sleep", image, "infinity")
+               "--entrypoint", "sleep", rabbitmq_43_image(), "infinity")
         pid = int(docker("inspect", "--format", "{{.State.Pid}}", container))
         host = lab.add_host(name, attach_pid=pid)
         return cls(host, base_dir, cookie, password, container=container)

@@ -51,7 +51,7 @@ class PartitionPlan:
     rate: float = 100.0  # tasks/s from the publisher
     window: int = 100  # its confirms in flight
     prefetch: int = 5
-    lead_s: float = 3.0  # tasks flowing before the first fault
+    lead_s: float = 2.0  # tasks flowing before the first fault
     tail_s: float = 4.0  # after the last heal, publishing goes on at least this long
     resume_timeout_s: float = 120.0  # every worker runs a task again within this, after it
     drain_timeout_s: float = 120.0
@@ -203,10 +203,22 @@ class Run:
         self.windows.append(w)
         return w
 
-    def leader_seen_by_majority(self, minority: NetNode) -> str:
-        with contextlib.suppress(AssertionError, RuntimeError):
-            return self.cluster.leader(self.vhost, avoid=(minority,), timeout_s=5).name
-        return "?"
+    def leader_seen_by_majority(self, minority: NetNode, until: float,
+                                other_than: str = "") -> str:
+        """task_queue's leader as the majority sees it ("?": no answer). With `other_than`,
+        asked again until another node leads or `until` (monotonic) has passed: an election
+        takes longer on a loaded machine, and one early look would call it missing."""
+        seen = "?"
+        while True:
+            with contextlib.suppress(AssertionError, RuntimeError):
+                seen = self.cluster.leader(self.vhost, avoid=(minority,), timeout_s=5).name
+            if not other_than or seen not in ("?", other_than) or time.monotonic() >= until:
+                return seen
+            time.sleep(0.5)
+
+    def hold(self, window: FaultWindow, hold_s: float) -> None:
+        """Sleep until `hold_s` after the window's cut."""
+        time.sleep(max(0.0, window.cut_at + hold_s - time.monotonic()))
 
 
 Fault = Callable[[Run], None]
@@ -222,9 +234,9 @@ def isolate_leader(hold_s: float) -> Fault:
         w = run.window(f"isolate {leader.name} (leader)", minority=(leader.name,),
                        leader_before=leader.name)
         run.lab.cut(leader.host, [n.host for n in others])
-        time.sleep(hold_s / 2)
-        w.leader_during = run.leader_seen_by_majority(leader)
-        time.sleep(max(0.0, w.cut_at + hold_s - time.monotonic()))
+        w.leader_during = run.leader_seen_by_majority(leader, until=w.cut_at + hold_s - 1,
+                                                      other_than=leader.name)
+        run.hold(w, hold_s)
         run.lab.heal()
         w.healed_at = time.monotonic()
     return fault
@@ -244,9 +256,9 @@ def client_sees_only_minority(hold_s: float) -> Fault:
                        leader_before=leader.name)
         run.lab.cut(minority.host, [n.host for n in majority])
         run.lab.cut(run.clients.workers[worker], [n.host for n in majority])
-        time.sleep(hold_s / 2)
-        w.leader_during = run.leader_seen_by_majority(minority)
-        time.sleep(max(0.0, w.cut_at + hold_s - time.monotonic()))
+        time.sleep(hold_s / 2)  # the majority keeps its leader: one look, mid-fault
+        w.leader_during = run.leader_seen_by_majority(minority, until=w.cut_at + hold_s)
+        run.hold(w, hold_s)
         run.lab.heal()
         w.healed_at = time.monotonic()
     return fault
@@ -287,9 +299,9 @@ def sigstop_leader(hold_s: float) -> Fault:
                        leader_before=leader.name)
         leader.pause()
         try:
-            time.sleep(hold_s / 2)
-            w.leader_during = run.leader_seen_by_majority(leader)
-            time.sleep(max(0.0, w.cut_at + hold_s - time.monotonic()))
+            w.leader_during = run.leader_seen_by_majority(
+                leader, until=w.cut_at + hold_s - 1, other_than=leader.name)
+            run.hold(w, hold_s)
         finally:
             leader.resume()
         w.healed_at = time.monotonic()
@@ -311,6 +323,16 @@ class Outcome:
     operator_restarts: list[str] = field(default_factory=list)  # what we had to restart
     unhealed: str = ""  # the cluster's state when it did not heal by itself
     parked: dict[str, str] = field(default_factory=dict)  # id → reason, from task_parked
+    phases: dict[str, float] = field(default_factory=dict)  # step → seconds it took
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a step of the run: what a CI run's minutes go to."""
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(time.monotonic() - began, 1)
 
 
 @dataclass
@@ -391,6 +413,7 @@ class PartitionResult:
             "paused": sorted(node for node, n in o.paused.items() if n),
             "sessions": self.sessions,
             "duration (s)": round(self.duration_s, 1),
+            "phases (s)": o.phases,
         }
 
 
@@ -427,27 +450,35 @@ class PartitionRun:
     def run(self) -> PartitionResult:
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.cluster.add_vhost(self.vhost)
         run = Run(self.cluster, self.clients, self.vhost)
         out = Outcome()
+        with out.phase("vhost"):
+            self.cluster.add_vhost(self.vhost)
         try:
-            # The publisher (n1 first in its list) declares the queues: a quorum queue's
-            # leader is placed where it is declared, so task_queue is led by n1 in every
-            # run, the node the publisher and w1 are connected to (the harder case).
-            self._start_producer()
-            self._wait_declared()
-            self._start_workers()
-            self.sampler.start()
-            self._wait_flowing(self.plan.lead_s)
-            pauses_before = {n.name: n.pauses() for n in self.cluster.nodes}
-            self.fault(run)
-            back_from = self._after_the_fault(run, out)
-            out.paused = {n.name: n.pauses() - pauses_before[n.name] for n in self.cluster.nodes}
-            out.resumed_s = self._wait_resumed(back_from)
-            out.producer_summary = self._stop_producer()
-            self._wait_all_done()
-            out.queues_after = self._wait_queues_empty()
-            out.worker_exits = self._stop_workers()
+            with out.phase("start"):
+                # The publisher (n1 first in its list) declares the queues: a quorum queue's
+                # leader is placed where it is declared, so task_queue is led by n1 in every
+                # run, the node the publisher and w1 are connected to (the harder case).
+                self._start_producer()
+                self._wait_declared()
+                self._start_workers()
+                self.sampler.start()
+                self._wait_flowing(self.plan.lead_s)
+                pauses_before = {n.name: n.pauses() for n in self.cluster.nodes}
+            with out.phase("fault"):
+                self.fault(run)
+            with out.phase("heal"):
+                back_from = self._after_the_fault(run, out)
+                out.paused = {n.name: n.pauses() - pauses_before[n.name]
+                              for n in self.cluster.nodes}
+            with out.phase("resume"):
+                out.resumed_s = self._wait_resumed(back_from)
+            with out.phase("drain"):
+                out.producer_summary = self._stop_producer()
+                self._wait_all_done()
+                out.queues_after = self._wait_queues_empty()
+            with out.phase("stop"):
+                out.worker_exits = self._stop_workers()
         finally:
             self.sampler.stop()
             self._kill_everything()

@@ -1,13 +1,16 @@
 """What the partition suite runs: a CI-sized plan (default) and the full one (`make partition`).
 
-PARTITION_PLAN=ci    RabbitMQ 3.10, the heartbeat the README recommends, each fault once,
-                     short holds (~5 min with the clusters' start and the negative control)
-PARTITION_PLAN=full  each fault with longer holds, PARTITION_REPEAT times (default 3): on
-                     3.10 with the recommended heartbeat and with the broker's default, and
-                     on 4.3 (Docker image) with the recommended heartbeat
-PARTITION_VERSIONS   which RabbitMQ versions: "3.10" (CI's default), "3.10,4.3" (full's)
+PARTITION_PLAN=ci    RabbitMQ 3.10 and 4.3, the heartbeat the README recommends, each fault
+                     once with short phases (CI_PHASES), the negative control once
+PARTITION_PLAN=full  each fault with longer phases (FULL_PHASES), PARTITION_REPEAT times
+                     (default 3): on 3.10 with the recommended heartbeat and with the
+                     broker's default, on 4.3 with the recommended heartbeat
+PARTITION_VERSIONS   which RabbitMQ versions, comma-separated (default "3.10,4.3"); 4.3 runs
+                     the image of the 4.3 test nodes (testbed/broker_container.py)
 
-Every bound below is derived from the mechanism that sets it, not fitted to a run:
+A CI run checks exactly what a full run checks; only the phases are shorter and nothing
+is repeated. Every bound below is derived from the mechanism that sets it, not fitted to
+a run:
 - a node cut off from the other two declares them down after net_ticktime * (1 ± 1/4)
   (NET_TICKTIME_S = 10 here), then pauses (`pause_minority`) and closes its clients'
   connections, which move to the next node in their AMQP_URL;
@@ -57,7 +60,27 @@ def silent_s(heartbeat_s: int) -> float:
     return 2 * (heartbeat_s + 5)
 
 
-def scenarios(hold_s: float, heartbeat_s: int, flaps: int, version: str) -> list[Scenario]:
+@dataclass(frozen=True)
+class Phases:
+    """How long the faults of a plan last."""
+
+    hold_s: float  # a cut, or a SIGSTOP
+    bridge_s: float  # the bridge outage
+    flaps: int  # flapping: cut-heal cycles,
+    flap_cut_s: float  # each cut this long (under the detection time: no node pauses)
+    flap_heal_s: float  # and healed this long
+
+
+# A hold must outlast the detection (DETECT_S) by a few seconds, or on 3.10 no node would
+# pause and the run would not show pause_minority at work; 15 s leaves 2.5 s on a loaded
+# machine. The full plan holds twice as long, so that the clients' own timeouts (heartbeat,
+# socket) fire inside the fault too.
+CI_PHASES = Phases(hold_s=15.0, bridge_s=15.0, flaps=3, flap_cut_s=2.0, flap_heal_s=2.0)
+FULL_PHASES = Phases(hold_s=30.0, bridge_s=22.5, flaps=10, flap_cut_s=3.0, flap_heal_s=3.0)
+
+
+def scenarios(phases: Phases, heartbeat_s: int, version: str) -> list[Scenario]:
+    hold_s = phases.hold_s
     # 3.10: clients of the cut-off leader move once it pauses (detection, a backoff, an
     # election). 4.3 has no pause_minority (Khepri is Raft): the cut-off node stays up and
     # keeps its clients, whose publishes wait unconfirmed until the heal; warren has no
@@ -73,11 +96,12 @@ def scenarios(hold_s: float, heartbeat_s: int, flaps: int, version: str) -> list
                  SETTLE_S, back_within_s=SETTLE_S + 2 * SOCKET_TIMEOUT_S + BACKOFF_CAP_S),
         # Every node is alone: all pause (3.10). After the heal a client may still sit on
         # its dead connection until its heartbeat check fires.
-        Scenario("bridge-outage", bridge_outage(hold_s * 0.75), hold_s * 0.75, None,
+        Scenario("bridge-outage", bridge_outage(phases.bridge_s), phases.bridge_s, None,
                  back_within_s=silent_s(heartbeat_s) + SETTLE_S + BACKOFF_CAP_S),
         # Cuts shorter than the detection time: no node pauses, Raft re-elects.
-        Scenario("flapping", flapping(cycles=flaps, cut_s=3.0, heal_s=3.0), 3.0, None,
-                 back_within_s=SETTLE_S + BACKOFF_CAP_S),
+        Scenario("flapping", flapping(cycles=phases.flaps, cut_s=phases.flap_cut_s,
+                                      heal_s=phases.flap_heal_s),
+                 phases.flap_cut_s, None, back_within_s=SETTLE_S + BACKOFF_CAP_S),
         # pause_minority cannot see a frozen node from inside it; its clients wait for their
         # heartbeat check, or for SIGCONT (on 3.10 the node then pauses and drops them).
         Scenario("sigstop-leader", sigstop_leader(hold_s), hold_s,
@@ -120,7 +144,10 @@ def run_id(value: object) -> str:
 
 
 def plan_name() -> str:
-    return os.environ.get("PARTITION_PLAN", "ci")
+    name = os.environ.get("PARTITION_PLAN", "ci")
+    if name not in ("ci", "full"):  # a typo must not quietly run the other plan
+        raise ValueError(f"PARTITION_PLAN={name!r}: expected 'ci' or 'full'")
+    return name
 
 
 def repeats() -> int:
@@ -128,16 +155,19 @@ def repeats() -> int:
 
 
 def versions() -> list[str]:
-    """PARTITION_VERSIONS (comma-separated); CI: 3.10 only, full: 3.10 and 4.3."""
-    default = "3.10,4.3" if plan_name() == "full" else "3.10"
-    return [v.strip() for v in os.environ.get("PARTITION_VERSIONS", default).split(",")]
+    """PARTITION_VERSIONS (comma-separated); both 3.10 and 4.3 unless it says otherwise."""
+    picked = [v.strip() for v in os.environ.get("PARTITION_VERSIONS", "3.10,4.3").split(",")]
+    unknown = [v for v in picked if v not in CONFIGS]
+    if unknown:
+        raise ValueError(f"PARTITION_VERSIONS: unknown {unknown}; expected {sorted(CONFIGS)}")
+    return picked
 
 
 def runs() -> list[tuple[Config, Scenario, int]]:
     full = plan_name() == "full"
-    # CI: the configuration the README recommends, each fault once, short holds.
+    # CI: the configuration the README recommends, each fault once, short phases.
     configs = [c for v in versions() for c in (CONFIGS[v] if full else CONFIGS[v][:1])]
-    hold, flaps = (30.0, 10) if full else (20.0, 3)
+    phases = FULL_PHASES if full else CI_PHASES
     return [(config, scenario, i) for config in configs
-            for scenario in scenarios(hold, config.heartbeat_s, flaps, config.version)
+            for scenario in scenarios(phases, config.heartbeat_s, config.version)
             for i in range(repeats())]

@@ -20,7 +20,7 @@ from testbed.netcluster import NetCluster
 from testbed.netns import Lab, sweep_orphans
 from testbed.partition_control import ControlResult, MirroredAutohealControl
 from tests.partition.conftest import assert_removed, need_lab
-from tests.partition.plans import repeats
+from tests.partition.plans import repeats, versions
 
 pytestmark = [pytest.mark.partition, pytest.mark.timeout(600)]
 
@@ -28,6 +28,8 @@ pytestmark = [pytest.mark.partition, pytest.mark.timeout(600)]
 @pytest.mark.parametrize("repeat", range(repeats()), ids=lambda i: f"run{i}")
 def test_mirrored_classic_queue_under_autoheal_loses_confirmed_messages(
         repeat: int, tmp_path: Path) -> None:
+    if "3.10" not in versions():  # chosen, not missing: 4.x has no mirrored classic queues
+        pytest.skip("the control runs on RabbitMQ 3.10; PARTITION_VERSIONS leaves it out")
     need_lab()
     sweep_orphans()
     with Lab.create() as lab:
