@@ -6,6 +6,7 @@ them the suite is skipped on a developer's machine and fails in CI (tests/suppor
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,39 @@ from testbed.broker import rabbitmq_available
 from testbed.netcluster import NetCluster, docker_ready, sweep_containers
 from testbed.netns import Lab, can_run, netns_list, sweep_orphans
 from testbed.partition import Clients
+from tests.partition.plans import plan_name
 from tests.support.needs import need
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "partition: needs root, network namespaces, iptables "
                             "and RabbitMQ (a 3-node cluster on separate test hosts)")
+
+
+# What each part of the suite cost (setup, call and teardown of its tests, a cluster's
+# start included): printed at the end, because CI's budget is set per part.
+_spent: dict[str, float] = defaultdict(float)
+
+
+def _part(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    config = callspec.params.get("config") if callspec else None
+    if config is not None:
+        return f"RabbitMQ {config.version}"
+    if "negative_control" in item.nodeid:
+        return "negative control (RabbitMQ 3.10)"
+    return "harness"
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    if item.nodeid.startswith("tests/partition/"):
+        _spent[_part(item)] += call.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _spent:
+        parts = ", ".join(f"{part} {seconds:.0f} s" for part, seconds in _spent.items())
+        terminalreporter.write_line(f"partition suite ({plan_name()} plan): {parts}")
 
 
 @dataclass
