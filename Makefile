@@ -16,5 +16,5 @@ lint:
 bench:  ## benchmarks: tables, JSON and plots in bench/results/ (about 6 minutes)
 	scripts/bootstrap.sh && .venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m bench $(ARGS)
 
-partition:  ## network partitions on a 3-node cluster in network namespaces, full plan (root; ~12 min per repeat)
+partition:  ## network partitions: 3-node clusters in network namespaces, full plan on 3.10 and 4.3 (root; ~35 min)
 	scripts/partition.sh $(ARGS)

@@ -359,13 +359,16 @@ class NetCluster:
 
     # -- questions -------------------------------------------------------------------------
     def ask(self, *args: str, avoid: tuple[NetNode, ...] = (), timeout_s: float = 20.0) -> str:
-        """rabbitmqctl against the first node that answers (skipping `avoid`)."""
+        """rabbitmqctl against the first node that answers (skipping `avoid`), all within
+        `timeout_s` (a node that hangs must not hold a caller that keeps time)."""
+        deadline = time.monotonic() + timeout_s
         errors = []
         for node in self.nodes:
-            if node in avoid or node.paused:
+            left = deadline - time.monotonic()
+            if node in avoid or node.paused or left <= 0:
                 continue
             try:
-                return node.ctl(*args, timeout_s=timeout_s)
+                return node.ctl(*args, timeout_s=left)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 errors.append(str(exc)[-200:])
         raise RuntimeError(f"no node answered rabbitmqctl {' '.join(args)}: {errors}")
@@ -448,10 +451,10 @@ class NetCluster:
         self.ask("add_vhost", vhost)
         self.ask("set_permissions", "-p", vhost, self.nodes[0].user, ".*", ".*", ".*")
 
-    def queue_rows(self, vhost: str, *items: str, avoid: tuple[NetNode, ...] = ()
-                   ) -> dict[str, dict[str, str]]:
+    def queue_rows(self, vhost: str, *items: str, avoid: tuple[NetNode, ...] = (),
+                   timeout_s: float = 20.0) -> dict[str, dict[str, str]]:
         out = self.ask("list_queues", "-q", "--no-table-headers", "-p", vhost, "name", *items,
-                       avoid=avoid)
+                       avoid=avoid, timeout_s=timeout_s)
         rows = {}
         for line in out.splitlines():
             parts = line.split("\t")
@@ -461,12 +464,21 @@ class NetCluster:
 
     def leader(self, vhost: str, queue: str = "task_queue", avoid: tuple[NetNode, ...] = (),
                timeout_s: float = 30.0) -> NetNode:
-        """The node leading a quorum queue, as the answering node sees it."""
+        """The node leading a quorum queue, as the answering node's own queue record says
+        (the leader writes itself there when elected). A local lookup: `list_queues` would
+        ask every node and hang on a cut-off one until it is declared down. Every call
+        within `timeout_s`."""
         deadline = time.monotonic() + timeout_s
+        lookup = (f'case rabbit_amqqueue:lookup(rabbit_misc:r(<<"{vhost}">>, queue, '
+                  f'<<"{queue}">>)) of {{ok, Q}} -> {{_, N}} = amqqueue:get_pid(Q), '
+                  f'io:format("leader ~s~n", [N]); _ -> none end.')
         while True:
-            with contextlib.suppress(RuntimeError, KeyError, StopIteration):
-                row = self.queue_rows(vhost, "leader", avoid=avoid)[queue]
-                return self.by_name(row["leader"])
+            with contextlib.suppress(RuntimeError, StopIteration):
+                left = min(20.0, deadline - time.monotonic())
+                out = self.ask("eval", lookup, avoid=avoid, timeout_s=left)
+                found = re.search(r"^leader (\S+)$", out, re.MULTILINE)
+                if found:
+                    return self.by_name(found.group(1))
             if time.monotonic() > deadline:
                 raise AssertionError(f"no leader for {queue} in {vhost} after {timeout_s}s")
             time.sleep(0.5)
