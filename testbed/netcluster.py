@@ -464,14 +464,16 @@ class NetCluster:
 
     def leader(self, vhost: str, queue: str = "task_queue", avoid: tuple[NetNode, ...] = (),
                timeout_s: float = 30.0) -> NetNode:
-        """The node leading a quorum queue, as the answering node's own queue record says
-        (the leader writes itself there when elected). A local lookup: `list_queues` would
-        ask every node and hang on a cut-off one until it is declared down. Every call
-        within `timeout_s`."""
+        """The node leading a quorum queue, as Ra on the answering node knows it (its
+        leaderboard; the queue record's node when Ra has none). A local lookup: the queue
+        record on 3.10 changes only once a cut-off old leader is declared down (a Mnesia
+        transaction), and `list_queues` asks every node and hangs on a cut-off one until
+        then. Every call within `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         lookup = (f'case rabbit_amqqueue:lookup(rabbit_misc:r(<<"{vhost}">>, queue, '
-                  f'<<"{queue}">>)) of {{ok, Q}} -> {{_, N}} = amqqueue:get_pid(Q), '
-                  f'io:format("leader ~s~n", [N]); _ -> none end.')
+                  f'<<"{queue}">>)) of {{ok, Q}} -> {{R, N}} = amqqueue:get_pid(Q), '
+                  f'L = case ra_leaderboard:lookup_leader(R) of {{_, LN}} -> LN; _ -> N end, '
+                  f'io:format("leader ~s~n", [L]); _ -> none end.')
         while True:
             with contextlib.suppress(RuntimeError, StopIteration):
                 left = min(20.0, deadline - time.monotonic())
