@@ -207,9 +207,10 @@ class Run:
 
     def leader_seen_by_majority(self, minority: NetNode, until: float,
                                 other_than: str = "") -> str:
-        """task_queue's leader as the majority sees it ("?": no answer). With `other_than`,
-        asked again until another node leads or `until` (monotonic) has passed: an election
-        takes longer on a loaded machine, and one early look would call it missing."""
+        """task_queue's leader as the majority sees it ("?": no answer by `until`). Asked
+        again until a node answers (a rabbitmqctl call can take seconds on a loaded
+        machine) and, with `other_than`, until another node leads: an election takes
+        longer on a loaded machine too, and one early look would call it missing."""
         seen = "?"
         while True:
             # Never past `until`: the fault's hold must not grow with a slow rabbitmqctl.
@@ -218,7 +219,7 @@ class Run:
                 return seen
             with contextlib.suppress(AssertionError, RuntimeError):
                 seen = self.cluster.leader(self.vhost, avoid=(minority,), timeout_s=left).name
-            if not other_than or seen not in ("?", other_than):
+            if seen not in ("?", other_than):  # an answer (and a new leader, if asked)
                 return seen
             time.sleep(0.5)
 
