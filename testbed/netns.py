@@ -13,9 +13,10 @@ once, do not see each other. Test traffic goes only to these addresses, or to lo
 
 Teardown (the context manager's exit, also on failure) kills every process in the lab's
 namespaces, deletes the namespaces (their veths and iptables rules go with them) and the
-`/etc/netns/<ns>` directories. A lab's names carry the pid of the process that made it,
-so `sweep_orphans()` can remove what a SIGKILLed run left behind without touching a lab
-another run still uses.
+`/etc/netns/<ns>` directories. A run that is SIGKILLed cannot do that: each lab has a
+janitor, a small process of its own session that does it as soon as the lab's maker is
+gone. And a lab's names carry the pid of the process that made it, so `sweep_orphans()`
+can remove what even the janitor missed without touching a lab another run still uses.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -136,6 +138,7 @@ class Lab:
     hosts: dict[str, Host] = field(default_factory=dict)
     cuts: list[tuple[Host, str]] = field(default_factory=list)  # (host, peer ip) dropped
     _next_octet: int = 11
+    _janitor: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def bridge_ns(self) -> str:
@@ -146,6 +149,7 @@ class Lab:
         global _labs_made
         _labs_made += 1
         lab = cls(f"{PREFIX}{os.getpid()}x{_labs_made}")
+        lab._janitor = start_janitor(lab.tag)
         try:
             sh("ip", "netns", "add", lab.bridge_ns)
             lab._in_bridge("link", "set", "lo", "up")
@@ -241,6 +245,11 @@ class Lab:
         for host in self.hosts.values():
             host.close()
         remove_namespaces(self.namespaces())
+        if self._janitor is not None:  # nothing left for it to do
+            with contextlib.suppress(OSError):
+                self._janitor.kill()
+                self._janitor.wait(timeout=10)
+            self._janitor = None
 
 
 def remove_namespaces(names: Sequence[str]) -> None:
@@ -290,3 +299,31 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# -- the janitor: a lab's teardown when its maker was SIGKILLed ------------------------------
+
+def start_janitor(tag: str) -> subprocess.Popen[bytes]:
+    """`python -m testbed.netns janitor <tag> <our pid>` in a session of its own (a Ctrl-C
+    aimed at the test run does not reach it; the run's own teardown then stops it)."""
+    repo = Path(__file__).resolve().parents[1]
+    return subprocess.Popen(
+        [sys.executable, "-m", "testbed.netns", "janitor", tag, str(os.getpid())],
+        cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def janitor(tag: str, maker: int, poll_s: float = 0.5) -> None:
+    """Wait until `maker` is gone, then remove every namespace of the lab `tag` (and with
+    them the processes in them, its links and its rules). Polls rather than relying on
+    PR_SET_PDEATHSIG, which fires when the *thread* that started the janitor ends."""
+    while _alive(maker):
+        time.sleep(poll_s)
+    remove_namespaces([ns for ns in netns_list() if ns.startswith(f"{tag}-")])
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "janitor":
+        janitor(sys.argv[2], int(sys.argv[3]))
+    else:
+        sys.exit(f"usage: python -m testbed.netns janitor TAG PID ({sys.argv[1:]})")

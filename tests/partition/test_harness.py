@@ -128,3 +128,38 @@ def test_sweep_removes_a_dead_runs_lab_and_spares_a_live_one() -> None:
         orphan.destroy()
     assert os.getpid() != gone.pid
     assert not Path(NETNS_ETC, orphan.bridge_ns).exists()
+
+
+MAKER = ("import subprocess, sys, time\n"
+         "from testbed.netns import Lab\n"
+         "lab = Lab.create(); host = lab.add_host('x')\n"
+         "subprocess.Popen(host.cmd('sleep', '600'))\n"
+         "print(lab.tag, flush=True); time.sleep(600)\n")
+
+
+def test_a_sigkilled_runs_lab_is_removed_by_its_janitor() -> None:
+    """What no teardown can do (the run is SIGKILLed mid-fault), the lab's janitor does."""
+    need(not can_run(), can_run())
+    maker = subprocess.Popen([sys.executable, "-c", MAKER], stdout=subprocess.PIPE,
+                             cwd=Path(__file__).resolve().parents[2], text=True)
+    assert maker.stdout is not None
+    tag = maker.stdout.readline().strip()
+    assert f"{tag}-x" in netns_list()
+    sleeper = [int(p) for p in sh("ip", "netns", "pids", f"{tag}-x").split()]
+    maker.kill()
+    maker.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while [ns for ns in netns_list() if ns.startswith(tag)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [ns for ns in netns_list() if ns.startswith(tag)]
+    assert not (NETNS_ETC / f"{tag}-x").exists()
+    assert sleeper and not any(running(pid) for pid in sleeper)
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whoever adopted it to reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
