@@ -411,6 +411,7 @@ class PartitionResult:
             "dup bound": self.duplicate_bound,
             "parked": len(o.parked),
             "parked unrun": len(self.parked_unrun),
+            "parked reasons": dict(Counter(reason[:80] for reason in o.parked.values())),
             "longest stall (s)": max((w.stall_s or 0.0) for w in self.windows),
             "flowing again (s)": max((w.flowing_again_s or 0.0) for w in self.windows),
             "first after heal (s)": max((w.first_after_heal_s or 0.0) for w in self.windows),

@@ -28,7 +28,8 @@ def table(rows: list[dict[str, object]]) -> str:
     groups: dict[tuple[str, str], list[dict[str, object]]] = defaultdict(list)
     for row in rows:
         groups[(str(row["config"]), str(row["scenario"]))].append(row)
-    head = ("| config | scenario | runs | confirmed | lost | duplicates (bound) | parked (unrun) "
+    head = ("| config | scenario | runs | confirmed | lost | unexpected | duplicates (bound) "
+            "| parked (unrun) "
             "| " + " | ".join(COLUMNS) + " | operator restarts |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for (config, scenario), runs in groups.items():
@@ -40,6 +41,7 @@ def table(rows: list[dict[str, object]]) -> str:
             f"| {config} | {scenario} | {len(runs)} "
             f"| {span([float(str(r['confirmed'])) for r in runs])} "
             f"| {sum(int(str(r['lost'])) for r in runs)} "
+            f"| {sum(int(str(r['unexpected'])) for r in runs)} "
             f"| {span([float(str(r['duplicates'])) for r in runs])} "
             f"({span([float(str(r['dup bound'])) for r in runs])}) "
             f"| {sum(int(str(r['parked'])) for r in runs)} "
@@ -51,6 +53,7 @@ def table(rows: list[dict[str, object]]) -> str:
 def controls(rows: list[dict[str, object]]) -> str:
     found = [r for r in rows if r["scenario"] == "negative-control"]
     return "\n".join(f"negative control: confirmed {r['confirmed']}, lost {r['lost']}, "
+                     f"unexpected {r['unexpected']}, healed {r['healed']}, "
                      f"{r['autoheal']}" for r in found)
 
 
