@@ -71,11 +71,12 @@ class Phases:
     flap_heal_s: float  # and healed this long
 
 
-# A hold must outlast the detection (DETECT_S) by a few seconds, or on 3.10 no node would
-# pause and the run would not show pause_minority at work; 15 s leaves 2.5 s on a loaded
-# machine. The full plan holds twice as long, so that the clients' own timeouts (heartbeat,
+# A hold must outlast the detection (DETECT_S) and the election after it by a few seconds,
+# or on 3.10 no node would pause and no new leader be seen while the fault holds: 15 s was
+# too short on a loaded machine (3.10's quorum queues re-elected 10-13 s after the cut),
+# 20 s leaves 7 s. The full plan holds 30 s, so that the clients' own timeouts (heartbeat,
 # socket) fire inside the fault too.
-CI_PHASES = Phases(hold_s=15.0, bridge_s=15.0, flaps=3, flap_cut_s=2.0, flap_heal_s=2.0)
+CI_PHASES = Phases(hold_s=20.0, bridge_s=15.0, flaps=3, flap_cut_s=2.0, flap_heal_s=2.0)
 FULL_PHASES = Phases(hold_s=30.0, bridge_s=22.5, flaps=10, flap_cut_s=3.0, flap_heal_s=3.0)
 
 
