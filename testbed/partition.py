@@ -329,6 +329,7 @@ class Outcome:
     paused: dict[str, int] = field(default_factory=dict)  # node → pause_minority pauses
     operator_restarts: list[str] = field(default_factory=list)  # what we had to restart
     unhealed: str = ""  # the cluster's state when it did not heal by itself
+    stuck: str = ""  # when the queues did not drain: who held what, once the workers stopped
     parked: dict[str, str] = field(default_factory=dict)  # id → reason, from task_parked
     phases: dict[str, float] = field(default_factory=dict)  # step → seconds it took
 
@@ -393,7 +394,7 @@ class PartitionResult:
         busy = {q: c for q, c in o.queues_after.items()
                 if q in TASK_QUEUES and q != "task_queue.dead" and c != (0, 0)}
         if busy:
-            found.append(f"queues not empty: {busy}")
+            found.append(f"queues not empty: {busy}; {o.stuck}")
         dead = o.queues_after.get("task_queue.dead", (0, 0))
         if dead != (len(o.parked), 0):
             found.append(f"task_queue.dead holds {dead}, the workers parked {len(o.parked)}")
@@ -487,6 +488,8 @@ class PartitionRun:
                 out.queues_after = self._wait_queues_empty()
             with out.phase("stop"):
                 out.worker_exits = self._stop_workers()
+                if self._busy(out.queues_after):
+                    out.stuck = self._who_holds_them()
         finally:
             self.sampler.stop()
             self._kill_everything()
@@ -619,6 +622,23 @@ class PartitionRun:
                     return counts
             time.sleep(0.5)
         return counts
+
+    @staticmethod
+    def _busy(counts: dict[str, tuple[int, int]]) -> bool:
+        return any(counts.get(q, (0, 0)) != (0, 0) for q in TASK_QUEUES[:2])
+
+    def _who_holds_them(self) -> str:
+        """Deliveries left unacked after the drain: with every worker stopped, they are
+        back as ready if a worker held them (warren's fault), still unacked if the broker
+        keeps them for a consumer that is gone (seen once on 3.10 after a SIGSTOP)."""
+        try:
+            counts = self.cluster.counts(self.vhost)
+            consumers = self.cluster.ask("list_consumers", "-p", self.vhost, "-q",
+                                         "--no-table-headers", "queue_name", "channel_pid")
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            return f"could not ask the cluster: {str(exc)[-200:]}"
+        listed = "; ".join(line.strip() for line in consumers.splitlines() if line.strip())
+        return (f"after the workers stopped: {counts}, consumers left: [{listed}]")
 
     def _stop_workers(self) -> list[int]:
         for worker in self.workers.values():
