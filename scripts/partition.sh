@@ -5,8 +5,8 @@
 # recommended one — then the table docs/RELIABILITY.md takes its rows from.
 #
 # The versions run side by side, a pytest each, as in CI (a run mostly holds a fault, so
-# two clusters share 2 cores well enough); the harness tests go with the first version,
-# the negative control (a 3.10 cluster of its own) with the last. Needs root (network
+# two clusters share 2 cores well enough); the suite's other tests go with the first
+# version, the negative control (a 3.10 cluster of its own) with the last. Needs root (network
 # namespaces), and for 4.3 Docker with the stand-in image (.ci/install-docker.sh).
 #
 #   scripts/partition.sh                                  # the full plan
@@ -25,7 +25,7 @@ fi
 out=${PARTITION_OUT:-$(mktemp -d -t partition-XXXXXX)}
 mkdir -p "$out"
 
-run_version() {  # VERSION FILES... [-- PYTEST ARGS]: one pytest; its log ends with its time
+run_version() {  # VERSION PYTEST-ARGS...: one pytest; its log ends with its time
   local version=$1 t0 rc=0
   shift
   t0=$(date +%s)
@@ -39,10 +39,13 @@ run_version() {  # VERSION FILES... [-- PYTEST ARGS]: one pytest; its log ends w
 pids=()
 last=$(( ${#versions[@]} - 1 ))
 for i in "${!versions[@]}"; do
-  files=()
-  [ "$i" -eq 0 ] && files+=(tests/partition/test_harness.py tests/partition/test_measure.py)
-  [ "$i" -eq "$last" ] && files+=(tests/partition/test_negative_control.py)
-  files+=(tests/partition/test_partition_runs.py)
+  if [ "$i" -eq 0 ]; then
+    files=(tests/partition)  # everything, the control perhaps left to the last version
+    [ "$last" -eq 0 ] || files+=(--ignore=tests/partition/test_negative_control.py)
+  else
+    files=(tests/partition/test_partition_runs.py)
+    [ "$i" -ne "$last" ] || files+=(tests/partition/test_negative_control.py)
+  fi
   run_version "${versions[$i]}" "${files[@]}" "$@" >"$out/log-${versions[$i]}.txt" 2>&1 &
   pids+=($!)
 done
