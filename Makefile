@@ -16,5 +16,5 @@ lint:
 bench:  ## benchmarks: tables, JSON and plots in bench/results/ (about 6 minutes)
 	scripts/bootstrap.sh && .venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m bench $(ARGS)
 
-partition:  ## network partitions: 3-node clusters in network namespaces, full plan on 3.10 and 4.3 (root; ~35 min)
+partition:  ## network partitions: 3-node clusters on test hosts (netns), full plan, 3.10 and 4.3 side by side (root; ~40 min)
 	scripts/partition.sh $(ARGS)

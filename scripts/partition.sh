@@ -6,8 +6,9 @@
 #
 # The versions run side by side, a pytest each, as in CI (a run mostly holds a fault, so
 # two clusters share 2 cores well enough); the suite's other tests go with the first
-# version, the negative control (a 3.10 cluster of its own) with the last. Needs root (network
-# namespaces), and for 4.3 Docker with the stand-in image (.ci/install-docker.sh).
+# version, the negative control (a 3.10 cluster of its own) with the last. Needs root
+# (network namespaces), and for 4.3 Docker with the stand-in image (.ci/install-docker.sh).
+# About 40 minutes on a 2-core machine (28 with PARTITION_REPEAT=2).
 #
 #   scripts/partition.sh                                  # the full plan
 #   PARTITION_PLAN=ci scripts/partition.sh                # what CI runs
