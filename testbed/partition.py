@@ -91,6 +91,7 @@ class FaultWindow:
     clients_cut: tuple[str, ...] = ()  # clients cut from every majority node
     leader_before: str = ""
     leader_during: str = ""  # task_queue's leader seen from the majority while cut
+    leader_after: str = ""  # the same right after the heal, if no node answered while cut
     stall_s: float | None = None  # longest span without executions begun during the fault
     flowing_again_s: float | None = None  # cut → the end of the last stall (0: none ≥ 1 s)
     first_after_heal_s: float | None = None  # heal → first execution
@@ -98,6 +99,11 @@ class FaultWindow:
     @property
     def held_s(self) -> float:
         return self.healed_at - self.cut_at
+
+    @property
+    def leader_seen(self) -> str:
+        """The majority's leader: as seen during the fault, else right after the heal."""
+        return self.leader_during if self.leader_during not in ("", "?") else self.leader_after
 
 
 class Sampler(threading.Thread):
@@ -223,6 +229,16 @@ class Run:
                 return seen
             time.sleep(0.5)
 
+    def leader_after_heal(self, window: FaultWindow, minority: NetNode, changed: bool) -> None:
+        """If no majority node answered while the fault held (a rabbitmqctl call can take
+        longer than a hold on a loaded machine, and longer still while a peer is not yet
+        declared down), ask once it has healed: a leader the majority elected keeps its
+        place (Raft does not hand it back to the old one), and one it kept keeps it too."""
+        if window.leader_during in ("", "?"):
+            window.leader_after = self.leader_seen_by_majority(
+                minority, until=time.monotonic() + 30,
+                other_than=window.leader_before if changed else "")
+
     def hold(self, window: FaultWindow, hold_s: float) -> None:
         """Sleep until `hold_s` after the window's cut."""
         time.sleep(max(0.0, window.cut_at + hold_s - time.monotonic()))
@@ -246,6 +262,7 @@ def isolate_leader(hold_s: float) -> Fault:
         run.hold(w, hold_s)
         run.lab.heal()
         w.healed_at = time.monotonic()
+        run.leader_after_heal(w, leader, changed=True)
     return fault
 
 
@@ -268,6 +285,7 @@ def client_sees_only_minority(hold_s: float) -> Fault:
         run.hold(w, hold_s)
         run.lab.heal()
         w.healed_at = time.monotonic()
+        run.leader_after_heal(w, minority, changed=False)
     return fault
 
 
@@ -312,6 +330,7 @@ def sigstop_leader(hold_s: float) -> Fault:
         finally:
             leader.resume()
         w.healed_at = time.monotonic()
+        run.leader_after_heal(w, leader, changed=True)
     return fault
 
 

@@ -84,13 +84,13 @@ def assert_fault_hit(scenario: Scenario, result: PartitionResult, pauses: bool) 
     clients on it."""
     first, paused = result.windows[0], result.outcome.paused
     if scenario.name == "isolate-leader":
-        assert first.leader_during not in ("", "?", first.leader_before), first
+        assert first.leader_seen not in ("", "?", first.leader_before), first
         if pauses:
             assert paused[first.leader_before] >= 1, paused  # pause_minority acted
             # The publisher and w1 were on the leader (n1 first in their lists): they moved.
             assert result.sessions["p"] >= 2 and result.sessions["w1"] >= 2, result.sessions
     elif scenario.name == "client-sees-only-minority":
-        assert first.leader_during == first.leader_before, first  # the majority kept it
+        assert first.leader_seen == first.leader_before, first  # the majority kept it
         (minority,) = first.minority
         (worker,) = first.clients_cut
         if pauses:
@@ -105,6 +105,6 @@ def assert_fault_hit(scenario: Scenario, result: PartitionResult, pauses: bool) 
         assert len(result.windows) >= 3
         assert {w.minority for w in result.windows} == {("n1",), ("n2",), ("n3",)}
     elif scenario.name == "sigstop-leader":
-        assert first.leader_during not in ("", "?", first.leader_before), first
+        assert first.leader_seen not in ("", "?", first.leader_before), first
         if pauses:
             assert result.sessions["p"] >= 2, result.sessions  # its node froze under it
