@@ -5,7 +5,7 @@
 #   jsonschema           validates custom resources against tests/k8s/crds/*.json
 #   PyYAML               reads what `kubectl kustomize` prints
 # Idempotent: does nothing when everything is already there.
-# Usage: VENV=/path/to/venv bash .ci/install-k8s-tools.sh   (default VENV=/work/venv)
+# Usage: VENV=/path/to/venv bash .ci/install-k8s-tools.sh   (default VENV=<repo>/.venv)
 set -euo pipefail
 
 VENV="${VENV:-$(cd "$(dirname "$0")/.." && pwd)/.venv}"

@@ -13,7 +13,7 @@ from testbed.broker import LocalBroker
 from warren.logs import configure_logging
 from warren.settings import Settings
 
-ALL = ("drain", "publish", "fairness", "scaling", "footprint", "rpc", "isolation")
+ALL = ("drain", "publish", "fairness", "scaling", "footprint", "rpc", "isolation", "profile")
 EXTRA = ("soak",)  # minutes long: only when named
 
 

@@ -69,6 +69,8 @@ echo "=== test leg 2 (RabbitMQ 4.3: ${BOTH_VERSIONS[*]}; then tests/partition on
   "runs beside leg 1; its output follows" >&2
 leg2 >"$scratch/leg2.log" 2>&1 &
 leg2=$!
+# A background job ignores Ctrl-C (SIGINT): stop leg 2 with leg 1.
+trap 'kill -TERM "$leg2" 2>/dev/null; wait "$leg2" 2>/dev/null; exit 130' INT TERM
 
 echo "=== test leg 1 (RabbitMQ 3.10, every suite)" >&2
 rc1=0

@@ -316,10 +316,13 @@ class LocalBroker:
     epmd_port: int | None = None
     die_with_parent: bool = False  # SIGTERM (a clean stop) when the starting process dies
     runtime: Runtime = field(default_factory=runtime_for)
+    # The node's name; "" derives it from the AMQP port. A node whose data must outlive a
+    # change of ports (make local's) keeps one name: its data lives under that name.
+    name: str = ""
 
     @property
     def nodename(self) -> str:
-        return f"warren-{self.amqp_port}@localhost"
+        return f"{self.name or f'warren-{self.amqp_port}'}@localhost"
 
     @property
     def url(self) -> str:

@@ -46,6 +46,7 @@ class Screen:
 
     tty: bool = field(default_factory=lambda: sys.stdout.isatty())
     gone: bool = False
+    hung_up: bool = False  # it was a terminal, and it is gone: a reason to stop
 
     def show(self, text: str) -> None:
         if self.gone:
@@ -54,6 +55,9 @@ class Screen:
             print(text, flush=True)
         except OSError:  # BrokenPipeError, EIO after a hang-up
             self.gone = True
+            # A terminal that hung up may not have said so: `make local` in a terminal that
+            # closes sends SIGHUP to make alone, which waits for us without passing it on.
+            self.hung_up = self.tty
             with open(os.devnull, "w") as devnull:
                 os.dup2(devnull.fileno(), sys.stdout.fileno())
 
@@ -85,9 +89,15 @@ def broker_for(state: Path, fresh: bool) -> LocalBroker:
     if not ports.exists():
         ports.write_text(" ".join(str(free_port()) for _ in range(4)))
     amqp, mgmt, prom, dist = (int(p) for p in ports.read_text().split())
+    # The node's name outlives its ports (a saved port taken by another program moves the
+    # node to new ones): the queued tasks on disk belong to that name.
+    name_file = state / "node"
+    if not name_file.exists():
+        name_file.write_text(f"warren-{amqp}")
     return LocalBroker(state / "rabbitmq", amqp_port=amqp, management_port=mgmt,
                        prometheus_port=prom, dist_port=dist,
-                       password=password_file.read_text().strip(), die_with_parent=True)
+                       password=password_file.read_text().strip(), die_with_parent=True,
+                       name=name_file.read_text().strip())
 
 
 def start(name: str, args: list[str], env: dict[str, str], logs: Path) -> Proc:
@@ -128,9 +138,11 @@ class Stop:
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.reason = self.reason or signal.Signals(signum).name
 
-    def due(self) -> bool:
+    def due(self, screen: Screen | None = None) -> bool:
         if not self.reason and os.getppid() != self.parent:
             self.reason = "its parent died"
+        if not self.reason and screen is not None and screen.hung_up:
+            self.reason = "its terminal is gone"
         if not self.reason and self.deadline and time.monotonic() >= self.deadline:
             self.reason = "--duration"
         return bool(self.reason)
@@ -172,7 +184,7 @@ def watch(settings: Settings, screen: Screen, stop: Stop) -> None:
     stop.start_clock()
     reader: StatusReader | None = None
     try:
-        while not stop.due():
+        while not stop.due(screen):
             if reader is None:
                 try:
                     reader = StatusReader(settings)

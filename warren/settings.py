@@ -109,6 +109,9 @@ def parse_amqp_urls(raw: str) -> tuple[str, ...]:
     urls = tuple(part.strip() for part in raw.split(",") if part.strip())
     for url in urls:
         parts = urlsplit(url)
+        if "@" in url.partition("://")[2] and "@" not in parts.netloc:
+            raise ValueError(f"{redact_url(url)!r}: a '#', '/' or '?' in the user or "
+                             "password must be percent-encoded (%23, %2F, %3F)")
         if parts.scheme not in ("amqp", "amqps"):
             raise ValueError(f"scheme must be amqp:// or amqps://, got {redact_url(url)!r}")
         if not parts.hostname:
@@ -127,13 +130,21 @@ def parse_amqp_urls(raw: str) -> tuple[str, ...]:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with everything between `user:` and the host's `@` replaced, safe to log.
+
+    Cut at the last `@` of the URL's authority-looking part rather than parsed: a password
+    with an unescaped `#`, `/` or `?` ends a parsed netloc early, and then parsing finds no
+    password at all (RFC 3986 wants them percent-encoded; users type them anyway)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # no scheme, or a mistyped one ("amqp:/"): the same cut, on the whole
+        scheme, sep, rest = "", "", url
+    if "@" not in rest:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+    userinfo, host = rest.rsplit("@", 1)
+    head, colon, _password = userinfo.partition(":")  # a user has no ":"; a password may
+    if not colon:
+        return url
+    return f"{scheme}{sep}{head}:***@{host}"
 
 
 def _queue_name(raw: str) -> str:
@@ -188,6 +199,16 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _exchange_name(raw: str) -> str:
+    """warren declares it, and `<name>.status` beside it: the broker reserves `amq.*`."""
+    if raw.startswith("amq."):
+        raise ValueError(f"{raw!r}: names starting with 'amq.' are reserved by the broker "
+                         "(warren declares this exchange and '<name>.status')")
+    if len(raw.encode()) > 248:
+        raise ValueError("longer than 248 bytes ('<name>.status' must fit in 255)")
+    return raw
+
+
 def _module_list(raw: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in raw.split(",") if part.strip())
     for name in names:
@@ -213,7 +234,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "DOT_SECONDS": ("dot_seconds", _non_negative_float),
     "MAX_BODY_BYTES": ("max_body_bytes", _int_in(1, 128 * 1024 * 1024)),
     "WORKER_ID": ("worker_id", _text),
-    "EVENTS_EXCHANGE": ("events_exchange", _text),
+    "EVENTS_EXCHANGE": ("events_exchange", _exchange_name),
     "BINDINGS": ("bindings", parse_bindings),
     "TASK_MODULES": ("task_modules", _module_list),
     "TASK_TIME_LIMIT_S": ("task_time_limit_s", _non_negative_float),

@@ -37,6 +37,8 @@ log = structlog.get_logger("worker")
 
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 0.05
+READY = "ready"  # the child's first message: handlers installed, TASK_MODULES imported
+START_TIMEOUT_S = 60.0  # past this, the job is sent anyway and `run` sees what became of it
 
 
 @dataclass(frozen=True)
@@ -64,13 +66,14 @@ def _soft_limit(_signum: int, _frame: object) -> None:
 
 def child_main(conn: Connection, settings: Settings) -> None:
     """The child's loop: receive a Job, run it, send back Done; None ends it."""
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which drains
     signal.signal(signal.SIGUSR1, _soft_limit)
     configure_logging(settings, service="worker-child")
     tasks.dot_seconds = settings.dot_seconds
     for module in settings.task_modules:
         importlib.import_module(module)
+    conn.send(READY)
     while (job := conn.recv()) is not None:
         conn.send(Done(_run(job), rss_bytes()))
         sys.stdout.flush()
@@ -98,7 +101,7 @@ def rss_bytes() -> int:
         return 0
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: SIGKILL this child when the worker dies, so no task outlives its parent."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -106,6 +109,22 @@ def _die_with_parent() -> None:
 
 
 # -- the parent's side -------------------------------------------------------------------
+
+def start_forkserver() -> None:
+    """Start the children's forkserver now, from the calling thread (the main thread).
+
+    Its preload, worker.forkserver_guard, makes it die with the worker, and the children
+    die with it: a worker killed with SIGKILL leaves no task running behind it, to be run
+    again by the worker that gets its messages. PR_SET_PDEATHSIG fires when the thread
+    that forked goes, not the process: hence the main thread, never a lane's. The preload
+    also imports what every child needs once, in the forkserver, not in each child."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["worker.forkserver_guard"])
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
 
 class ChildProcess:
     """One lane's child: started on first use, replaced after a death or a recycle."""
@@ -117,26 +136,51 @@ class ChildProcess:
         self._conn: Connection | None = None
         self._tasks = 0
         self._hard_stopped = False
+        self._ready = False
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    def start(self) -> None:
+        """Have a child ready for the next job: started, its signal handler installed and
+        TASK_MODULES imported. A time limit counts the task, not a start-up that a busy
+        machine made slow (a soft limit sent before the handler would kill the child)."""
+        if self._process is not None and not self._process.is_alive():
+            # Died between tasks (an OOM kill, a stray signal): no task of ours to blame.
+            log.warning("task_child_died_idle", exitcode=self._process.exitcode)
+            self._discard()
+        conn = self._ensure()
+        if self._ready:
+            return
+        with contextlib.suppress(EOFError, OSError):  # a child that died: `run` reports it
+            if conn.poll(START_TIMEOUT_S):
+                conn.recv()
+        self._ready = True
+
     def run(self, job: Job) -> tuple[Outcome, int]:
         """Run `job` in the child; (outcome, child's RSS in bytes)."""
+        self.start()
         conn = self._ensure()
         started = time.perf_counter()
         self._hard_stopped = False
         try:
             conn.send(job)
-            while not conn.poll(_POLL_S):
-                if not self._process.is_alive():
-                    break
-            done: Done = conn.recv()
+            done = self._receive(conn)
         except (EOFError, OSError, BrokenPipeError):
             return self._died(job, time.perf_counter() - started), 0
         self._tasks += 1
         return done.outcome, done.rss_bytes
+
+    def _receive(self, conn: Connection) -> Done:
+        """The job's Done (EOFError when the child died); a late READY is passed over."""
+        while True:
+            while not conn.poll(_POLL_S):
+                if not self._process.is_alive():
+                    break
+            message = conn.recv()
+            if message != READY:
+                return message
 
     def _died(self, job: Job, elapsed_s: float) -> Outcome:
         self._process.join(5)
@@ -186,7 +230,7 @@ class ChildProcess:
                                                   name="warren-task-child", daemon=True)
             self._process.start()
             child.close()
-            self._conn, self._tasks = parent, 0
+            self._conn, self._tasks, self._ready = parent, 0, False
         return self._conn
 
     def _signal(self, signum: int) -> None:

@@ -92,6 +92,7 @@ class Worker:
         return self.adaptive.current if self.adaptive else int(self.settings.prefetch)
 
     def run(self) -> ExitCode:
+        self._warn_if_lanes_starve()
         self.runner.start()
         self.outbox.start()
         try:
@@ -103,6 +104,12 @@ class Worker:
             self.outbox.close(deadline)
         log.info("worker_stopped")
         return ExitCode.OK
+
+    def _warn_if_lanes_starve(self) -> None:
+        prefetch, lanes = self.settings.prefetch, self.settings.concurrency
+        if prefetch != "auto" and 0 < int(prefetch) < lanes:
+            log.warning("prefetch_below_concurrency", prefetch=int(prefetch), concurrency=lanes,
+                        meaning=f"at most {prefetch} of the {lanes} lanes can be busy")
 
     def _recycle(self, reason: str) -> None:
         """MAX_TASKS_PER_CHILD / MAX_MEMORY_PER_CHILD_MB with thread isolation: this process

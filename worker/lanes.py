@@ -90,6 +90,11 @@ class Lane:
                                    max_bytes=self.settings.max_body_bytes)
             except MalformedMessage as exc:
                 return Outcome("malformed", error=message_of(exc))
+            if self.child is not None:
+                # Before the time limits' clock starts. A failure shows again, contained,
+                # when the job is sent (`_execute`).
+                with contextlib.suppress(Exception):
+                    self.child.start()
             self._begin(delivery, task.type)
             try:
                 outcome = self._execute(Job(task, message_id))

@@ -28,7 +28,7 @@ from warren.errors import MalformedMessage
 from warren.messages import decode_task
 from warren.settings import Settings
 from worker import metrics
-from worker.child import ChildProcess
+from worker.child import ChildProcess, start_forkserver
 from worker.execution import Outcome, run_task
 from worker.lanes import Lane, Watchdog, process_rss_bytes
 from worker.policy import Facts
@@ -90,6 +90,8 @@ class Runner:
         return ChildProcess(self.settings) if self.settings.task_isolation == "process" else None
 
     def start(self) -> None:
+        if self.settings.task_isolation == "process":
+            start_forkserver()
         for lane in self.lanes:
             lane.start()
         self.watchdog.start()
@@ -109,6 +111,25 @@ class Runner:
             self._session, self._wake = session, wake
             self._finished = []
             self._wake_pending = False
+        self._release_stale()
+
+    def _release_stale(self) -> None:
+        """A lane still running a task of an old session must not hold up the new one's
+        deliveries: the old delivery went back to the broker with its channel (a consumer
+        timeout, a lost connection), and whatever waited behind the lane would time out in
+        turn. A thread is abandoned (it runs on; its result is dropped), a child is killed
+        (the lane goes on with a new child)."""
+        for lane in list(self.lanes):
+            with lane.lock:
+                delivery = lane.delivery
+                if delivery is None or lane.abandoned or delivery.session == self._session:
+                    continue
+                log.warning("task_released", task_id=delivery.task_id, task_type=lane.task_type,
+                            reason="its delivery went back to the broker with the old channel")
+                abandoned = lane.hard_stop()
+            if abandoned is not None:
+                self.replace_lane(lane, abandoned, Outcome("failed", lane.task_type,
+                                                           "released with its session"))
 
     def submit(self, delivery: Delivery, wait_s: float = INLINE_WAIT_S) -> list[Finished]:
         """Queue a delivery; if the runner was idle, wait briefly and return quick results."""

@@ -42,24 +42,20 @@ class EventTap:
         self._queue = self._channel.queue_declare("", exclusive=True).method.queue
         self._channel.queue_bind(self._queue, EVENTS_EXCHANGE)
         self.events: list[Event] = []
+        self._stream = self._channel.consume(self._queue, auto_ack=True, inactivity_timeout=0.2)
         # Workers that found nobody listening build no events for a while (worker.outbox).
         time.sleep(UNHEARD_PROBE_S + EVENTS_EVERY_S)
 
     def collect(self, done: Callable[[list[Event]], bool], timeout: float) -> list[Event]:
-        """Read events until `done(self.events)` or the timeout; returns all read so far."""
+        """Read events until `done(self.events)` or the timeout; returns all read so far.
+
+        One consumer for the tap's life: cancelling an auto-ack consumer drops whatever
+        pika had received but not yet handed over (events lost between two reads)."""
         deadline = time.monotonic() + timeout
-        while not done(self.events):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for _method, _props, body in self._channel.consume(
-                    self._queue, auto_ack=True, inactivity_timeout=min(remaining, 0.5)):
-                if body is None:
-                    break
+        while not done(self.events) and time.monotonic() < deadline:
+            _method, _props, body = next(self._stream)
+            if body is not None:
                 self.events.append(_parse(body))
-                if done(self.events):
-                    break
-            self._channel.cancel()
         return self.events
 
     def settle(self, quiet_s: float = 1.5, timeout: float = 15.0) -> list[Event]:

@@ -12,6 +12,7 @@ import re
 import statistics
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import pika
@@ -153,7 +154,13 @@ def test_400_tasks_are_all_done_with_a_fair_share_per_worker(stack: Stack) -> No
     done = [e for e in events if e.event == "done"]
     assert not [e for e in events if e.event != "done"], "tasks that failed or were parked"
     assert not duplicates(events), "tasks done twice"
-    assert len({e.task_id for e in done}) == FAIR_TASKS
+    if len({e.task_id for e in done}) != FAIR_TASKS:  # tell lost events from lost tasks
+        counted = [stack.worker_metric(i, 'warren_worker_tasks_total{outcome="done"}')
+                   for i in range(1, WORKERS + 1)]
+        pytest.fail(f"{len({e.task_id for e in done})} of {FAIR_TASKS} done events; the "
+                    f"workers count {counted} done in all; task_queue (ready, unacked) "
+                    f"{stack.queue_counts('task_queue')}; events per worker "
+                    f"{Counter(e.worker for e in done)}")
     assert stack.queue_counts("task_queue") == (0, 0)
 
     busy: dict[str, float] = {}

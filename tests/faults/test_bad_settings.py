@@ -30,6 +30,7 @@ BAD: list[tuple[str, str, str]] = [
     ("RETRY_DELAY_MS", "-1", "outside 0..86400000"),
     ("TASK_QUEUE", "q" * 201, "longer than 200 bytes"),
     ("RPC_QUEUE", "amq.rpc", "reserved"),
+    ("EVENTS_EXCHANGE", "amq.fanout", "reserved"),
     ("TASK_MODULES", "tasks..extra", "not a module name"),
     ("BINDINGS", "weather:topic", "needs a routing key"),
     ("BINDINGS", "amq.topic:topic:#", "not amq.*"),

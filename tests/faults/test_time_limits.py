@@ -118,6 +118,46 @@ def test_a_task_that_kills_its_child_is_parked_and_the_worker_never_restarts(
     assert alive(worker) and event_names(worker).count("consuming") == 1
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid` (Linux /proc: the 4th field of stat is the parent)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def test_a_worker_killed_with_sigkill_leaves_no_task_running(
+        services: ServiceFactory, amqp_url: str) -> None:
+    """Its messages go to another worker: a task still running in an orphaned child would
+    run twice at once (the children come from a forkserver, not from the worker)."""
+    worker = services.start("worker", TASK_ISOLATION="process", CONCURRENCY="2", PREFETCH="2")
+    publish(amqp_url, task("sleep", seconds=60), "long-1")
+    publish(amqp_url, task("sleep", seconds=60), "long-2")
+    wait_until(lambda: metric(worker, "warren_worker_tasks_in_flight") == 2, 20, "tasks in hand")
+    time.sleep(0.5)  # the children are up
+    below = _descendants(worker.process.pid)
+    assert len(below) >= 3, f"a forkserver and two tasks' children, found {below}"
+    worker.process.kill()
+    worker.process.wait()
+    wait_until(lambda: not [pid for pid in below if _running(pid)], 10,
+               "the forkserver and the task's child to die with the worker")
+
+
+def _running(pid: int) -> bool:
+    try:  # a zombie waits for its (new) parent to reap it: it runs nothing
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_a_leaking_child_is_replaced_after_the_task_in_hand(
         services: ServiceFactory, amqp_url: str, tmp_path: Path) -> None:
     out = tmp_path / "pids"

@@ -79,6 +79,17 @@ def test_status_shows_queues_and_every_live_worker(services: ServiceFactory,
     queues = {q["name"]: q for q in doc["queues"]}
     assert queues["task_queue"]["consumers"] == 2 and queues["rpc_queue"]["ready"] is None
     assert sorted(w["worker"] for w in doc["workers"]) == ["w1", "w2"]
+    # Recent rates: the ready count's change over the listening window, and what the
+    # queue's workers finish. A backlog published at a steady rate with nobody consuming
+    # grows the ready count.
+    publisher = services.start("producer", "--count", "0", "--rate", "50", "--no-progress",
+                               TASK_QUEUE="other_queue", ready=False)
+    time.sleep(2)
+    doc = json.loads(warren(amqp_url, "--json", "status", TASK_QUEUE="other_queue").stdout)
+    publisher.signal(15)
+    growing = {q["name"]: q for q in doc["queues"]}["other_queue"]
+    assert growing["ready_per_s"] > 10, growing
+    assert queues["task_queue"]["done_per_s"] == 0.0 and queues["task_queue"]["ready_per_s"] == 0
 
 
 def test_dead_list_show_and_filters(amqp_url: str) -> None:
@@ -89,6 +100,7 @@ def test_dead_list_show_and_filters(amqp_url: str) -> None:
                     ("d", b"\xff\xfe not json", failed("rejected: body is not valid UTF-8"))])
     listed = json.loads(warren(amqp_url, "--json", "dead", "list").stdout)
     assert [p["message_id"] for p in listed] == ["a", "b", "c", "d"]  # oldest first
+    assert json.loads(warren(amqp_url, "dead", "list", "--json").stdout) == listed
     def ids(*args: str) -> list[str]:
         return [p["message_id"] for p in json.loads(
             warren(amqp_url, "--json", "dead", "list", *args).stdout)]
@@ -166,7 +178,12 @@ def test_clear_errors_and_no_password(node_and_url: tuple[LocalBroker, str]) -> 
         "wrong password": (warren(wrong, "status"), 69, "refused the login"),
         "nothing listens": (warren("amqp://u:hunter2@127.0.0.1:1/%2F", "status"), 69,
                             "cannot reach RabbitMQ at amqp://u:***@127.0.0.1:1/"),
+        "events, nothing listens": (warren("amqp://u:hunter2@127.0.0.1:1/%2F", "events",
+                                           timeout_s=20), 69, "cannot reach RabbitMQ"),
+        "events, wrong password": (warren(wrong, "events", timeout_s=20), 69,
+                                   "refused the login"),
         "bad url": (warren("http://u:hunter2@h/", "status"), 78, "AMQP_URL"),
+        "no scheme": (warren("u:hunter2@h/", "status"), 78, "AMQP_URL"),
         "no dead queue": (warren(url, "dead", "list"), 78, "404"),
     }
     node.api("PUT", "/api/users/peeker", {"password": "peeker-pass", "tags": ""})
@@ -226,3 +243,43 @@ def test_a_requeue_into_workers_being_killed_loses_nothing(
     done = {k for k, _ in read_records(str(out))}
     assert len(done) == count, f"{count - len(done)} lost after {kills} kills"
     assert ready_count(amqp_url, "task_queue.dead") == 0
+
+
+def _read_and_return(url: str, queue: str, times: int) -> None:
+    """What `warren dead list` does to each message: take it unacked, close the channel."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        for _ in range(times):
+            channel = conn.channel()
+            method, _props, _body = channel.basic_get(queue)
+            assert method is not None, "the parked task is gone"
+            channel.close()
+    finally:
+        conn.close()
+
+
+def test_reading_a_quorum_parked_queue_warns_and_the_documented_policy_keeps_it(
+        node_and_url: tuple[LocalBroker, str]) -> None:
+    """A quorum queue counts each read as a delivery; RabbitMQ 4.x drops a message past
+    its delivery limit (20 by default). warren warns, and the README's policy lifts it."""
+    node, url = node_and_url
+    vhost = url.rsplit("/", 1)[1]
+    env = {"TASK_QUEUE": "tq", "QUEUE_TYPE": "quorum"}
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = conn.channel()
+        channel.queue_declare("tq.dead", durable=True, arguments={"x-queue-type": "quorum"})
+        channel.confirm_delivery()
+        channel.basic_publish("", "tq.dead", task("resize", url="x"), pika.BasicProperties(
+            message_id="p", delivery_mode=2, headers={"x-warren-reason": "failed 3 times"}))
+    finally:
+        conn.close()
+    _read_and_return(url, "tq.dead", 11)
+    listed = warren(url, "dead", "list", **env)
+    assert listed.returncode == 0 and "warning: a parked task in 'tq.dead'" in listed.stderr
+    if node.runtime.major >= 4:  # 3.x has no default limit, and refuses -1
+        node.ctl("set_policy", "-p", vhost, "warren-dead", r"\.dead$",
+                 '{"delivery-limit": -1}', "--apply-to", "quorum_queues")
+    _read_and_return(url, "tq.dead", 25)  # past 4.x's default limit of 20
+    assert [p["message_id"] for p in json.loads(warren(url, "--json", "dead", "list",
+                                                       **env).stdout)] == ["p"]

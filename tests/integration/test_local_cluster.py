@@ -124,3 +124,64 @@ def test_the_death_of_its_parent_stops_everything(tmp_path: Path) -> None:
     shell.send_signal(signal.SIGKILL)  # the terminal or make, gone at once
     shell.wait(timeout=10)
     assert_stopped_cleanly(state, pids, timeout_s=90)
+
+
+def _ready(view: str) -> int:
+    """task_queue's ready count in a `warren status` view."""
+    for line in view.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "task_queue" and parts[1].isdigit():
+            return int(parts[1])
+    raise AssertionError(f"no task_queue row in:\n{view[-1500:]}")
+
+
+def test_queued_tasks_outlive_a_saved_port_taken_meanwhile(tmp_path: Path) -> None:
+    """The node moves to new ports, and its data (named after the node) goes with it: the
+    next run found an empty queue, the backlog stranded on disk under the old name."""
+    import socket
+
+    need(rabbitmq_available(), "rabbitmq-server is not installed")
+    state = tmp_path / "state"
+    backlog = ["--rate", "100", "--heavy", "2", "--light", "2"]
+    first = subprocess.run([*command(state, "--duration", "8"), *backlog], capture_output=True,
+                           text=True, timeout=150, check=False, cwd=REPO)
+    assert first.returncode == 0, first.stdout + first.stderr
+    left = _ready(first.stdout.rsplit("warren local cluster", 1)[1])
+    assert left > 50, "the first run left no backlog: nothing to test"
+    amqp_port = int((state / "ports").read_text().split()[0])
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", amqp_port))
+        squatter.listen()
+        proc = subprocess.Popen([*command(state), "--rate", "0.1"], stdout=subprocess.PIPE,
+                                text=True, cwd=REPO)
+        try:
+            view = wait_for_view(proc)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=90)
+    assert _ready(view) >= left - 3 * 10, "the backlog was left behind"  # 3 workers ran a while
+    assert int((state / "ports").read_text().split()[0]) != amqp_port
+
+
+def test_a_terminal_that_goes_away_without_a_signal_stops_everything(tmp_path: Path) -> None:
+    """`make local` in a terminal that closes: the kernel sends SIGHUP to make, which waits
+    for its recipe without passing it on. The cluster sees its terminal gone (EIO) and stops.
+    Here: a terminal that is not the process's controlling one, so no SIGHUP at all."""
+    import select
+
+    need(rabbitmq_available(), "rabbitmq-server is not installed")
+    state = tmp_path / "state"
+    master, slave = os.openpty()
+    proc = subprocess.Popen(command(state), stdout=slave, stderr=subprocess.DEVNULL,
+                            start_new_session=True, cwd=REPO)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 90
+    while b"fairness (Jain's index" not in seen and time.monotonic() < deadline:
+        if select.select([master], [], [], 1.0)[0]:
+            seen += os.read(master, 65536)
+    assert b"fairness (Jain's index" in seen, seen[-1500:]
+    pids = started_pids(state)
+    os.close(master)  # the terminal goes away
+    assert proc.wait(timeout=90) == 0
+    assert_stopped_cleanly(state, pids)

@@ -153,7 +153,9 @@ def test_per_worker_panels_show_four_workers(stack: Stack) -> None:
                          ("in flight", in_flight), ("prefetch", prefetch)]:
         assert set(series) == expected, f"{name}: {series}"
     assert all(value > 0 for value in throughput.values()), throughput
-    assert all(value > 0.7 for value in busy.values()), busy
+    # A backlogged worker is busy nearly all the time: ~0.95 on a quiet machine; a loaded
+    # one delays every hand-off (0.63-0.79 seen with a load average of 30 on 2 cores).
+    assert all(value > 0.5 for value in busy.values()), busy
     assert all(0 <= value <= 1 for value in in_flight.values()), in_flight
     assert set(prefetch.values()) == {1.0}, prefetch
 

@@ -96,18 +96,21 @@ class EventWatcher:
         self.queue = self.channel.queue_declare("", exclusive=True).method.queue
         self.channel.queue_bind(self.queue, exchange)
         self.events: list[dict[str, Any]] = []
+        self._stream = self.channel.consume(self.queue, auto_ack=True, inactivity_timeout=0.2)
 
     def collect(self, count: int, timeout_s: float, event: str = "done") -> list[dict[str, Any]]:
+        """Events named `event` read so far, once there are `count` of them or at the timeout.
+
+        One consumer for the watcher's life: cancelling an auto-ack consumer drops what
+        pika had received but not handed over, so a second collect would miss events."""
         deadline = time.monotonic() + timeout_s
-        for method, _props, body in self.channel.consume(self.queue, auto_ack=True,
-                                                          inactivity_timeout=0.2):
+        seen = sum(1 for e in self.events if e["event"] == event)
+        while seen < count and time.monotonic() <= deadline:
+            method, _props, body = next(self._stream)
             if method is not None:
                 self.events.append({**json.loads(body), "received_at": time.monotonic()})
-            matching = [e for e in self.events if e["event"] == event]
-            if len(matching) >= count or time.monotonic() > deadline:
-                self.channel.cancel()
-                return matching
-        return []
+                seen += self.events[-1]["event"] == event
+        return [e for e in self.events if e["event"] == event]
 
     def close(self) -> None:
         if self.conn.is_open:

@@ -60,6 +60,31 @@ def test_repr_and_redaction_never_show_the_password() -> None:
     assert redact_url("amqp://host/") == "amqp://host/"
 
 
+@pytest.mark.parametrize("odd", ["pa#ss", "pa/ss", "pa?ss", "pa#s/s?x@y"])
+def test_a_password_with_unescaped_url_characters_never_shows(odd: str) -> None:
+    """urlsplit ends the netloc at an unescaped '#', '/' or '?': the URL then looks
+    password-less, and an error that quoted it showed the password (seen: "bad port in")."""
+    url = f"amqp://user:{odd}{SECRET}@127.0.0.1:5672/%2F"
+    assert SECRET not in redact_url(url) and odd not in redact_url(url)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"AMQP_URL": url})
+    assert SECRET not in str(caught.value) and odd.split("@")[0] not in str(caught.value)
+    assert "percent-encoded" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", [f"warren:{SECRET}@127.0.0.1:5672/%2F",
+                                 f"amqp:/warren:{SECRET}@127.0.0.1",
+                                 f"amqp://u:p@h/%2F,warren:{SECRET}@h2"])
+def test_a_url_without_its_scheme_never_shows_the_password(url: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"AMQP_URL": url})
+    assert SECRET not in str(caught.value)
+
+
+def test_a_password_with_an_at_sign_is_redacted_whole() -> None:
+    assert redact_url(f"amqp://user:p@ss{SECRET}@host/%2F") == "amqp://user:***@host/%2F"
+
+
 def test_a_blank_value_means_the_default() -> None:
     assert Settings.from_env({"PREFETCH": "  "}).prefetch == 1
 

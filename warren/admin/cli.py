@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import threading
 import time
@@ -37,25 +38,33 @@ def build_parser() -> argparse.ArgumentParser:
         "RPC_QUEUE and EVENTS_EXCHANGE like the services."),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    # --json after the command too (`warren dead list --json`); SUPPRESS keeps a --json
+    # given before the command when it is not repeated after it.
+    json_too = argparse.ArgumentParser(add_help=False)
+    json_too.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                          help="machine-readable output")
     sub = p.add_subparsers(dest="command", required=True)
-    st = sub.add_parser("status", help="queues and live workers")
+    st = sub.add_parser("status", help="queues and live workers", parents=[json_too])
     st.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     st.add_argument("--interval", type=float, default=2.0,
                     help="seconds between refreshes, and of listening for workers (default 2)")
     d = sub.add_parser("dead", help="parked tasks").add_subparsers(dest="action", required=True)
-    _filters(d.add_parser("list", help="parked tasks, oldest first")).add_argument(
-        "--limit", type=int, default=50, help="at most this many (0: all; default 50)")
-    d.add_parser("show", help="one parked task, whole").add_argument("id", help="its message id")
+    listing = _filters(d.add_parser("list", help="parked tasks, oldest first",
+                                    parents=[json_too]))
+    listing.add_argument("--limit", type=int, default=50,
+                         help="at most this many (0: all; default 50)")
+    d.add_parser("show", help="one parked task, whole", parents=[json_too]).add_argument(
+        "id", help="its message id")
     for name, text in (("requeue", "move back to the task queue, attempts reset"),
                        ("purge", "delete for good")):
-        action = _filters(d.add_parser(name, help=text))
+        action = _filters(d.add_parser(name, help=text, parents=[json_too]))
         action.add_argument("ids", nargs="*", metavar="ID", help="message ids")
         action.add_argument("--all", action="store_true", help="every parked task")
         action.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                             help="a progress line (default: on a terminal)")
         if name == "purge":
             action.add_argument("--yes", action="store_true", help="do not ask first")
-    ev = sub.add_parser("events", help="follow task events")
+    ev = sub.add_parser("events", help="follow task events", parents=[json_too])
     ev.add_argument("--type", default="", help="only this task type")
     ev.add_argument("--worker", default="", help="only this worker id")
     ev.add_argument("--outcome", default="", choices=("", "done", "retried", "parked",
@@ -65,8 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _regex(raw: str) -> str:
+    try:
+        re.compile(raw)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {exc}") from None
+    return raw
+
+
 def _filters(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--reason", default="", help="a regular expression searched in the reason")
+    p.add_argument("--reason", default="", type=_regex,
+                   help="a regular expression searched in the reason")
     p.add_argument("--type", default="", help="task type")
     p.add_argument("--older-than", type=float, default=0.0, metavar="SECONDS",
                    help="last failed at least this long ago")
@@ -133,8 +151,27 @@ def run_dead(settings: Settings, opts: argparse.Namespace) -> int:
         link.close()
 
 
+# A quorum queue counts every read of `warren dead` as a delivery; RabbitMQ 4.x drops a
+# message past its delivery limit (20 by default) when the queue has nowhere to send it.
+READS_WARNING = 10
+
+
+def _warn_of_read_counts(found: list[dead.Parked], queue: str) -> None:
+    worst = max((_count(p.headers.get("x-delivery-count")) for p in found), default=0)
+    if worst >= READS_WARNING:
+        print(f"warning: a parked task in {queue!r} has been read {worst} times: on RabbitMQ "
+              "4.x a quorum queue drops it past its delivery limit (20 by default). Lift the "
+              "limit: rabbitmqctl set_policy warren-dead '\\.dead$' "
+              "'{\"delivery-limit\": -1}' --apply-to quorum_queues", file=sys.stderr)
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def dead_list(link: Link, settings: Settings, opts: argparse.Namespace) -> int:
     found = dead.browse(link, settings.dead_queue, _filter(opts), opts.limit)
+    _warn_of_read_counts(found, settings.dead_queue)
     if opts.json:
         print(json.dumps([p.to_dict() for p in found], indent=2))
         return ExitCode.OK
@@ -148,6 +185,7 @@ def dead_list(link: Link, settings: Settings, opts: argparse.Namespace) -> int:
 
 def dead_show(link: Link, settings: Settings, opts: argparse.Namespace) -> int:
     found = dead.browse(link, settings.dead_queue, dead.Filter(ids=frozenset({opts.id})), 1)
+    _warn_of_read_counts(found, settings.dead_queue)
     if not found:
         return _fail(f"error: no parked task with message id {opts.id!r} in "
                      f"{settings.dead_queue!r}", ExitCode.USAGE)
@@ -177,7 +215,10 @@ def dead_move(link: Link, settings: Settings, opts: argparse.Namespace) -> int:
         return _report({"requeued": moved}, opts, f"requeued {moved} to {settings.task_queue}")
     if not opts.yes:
         count = len(dead.browse(link, settings.dead_queue, match))
-        answer = input(f"delete {count} parked task(s) from {settings.dead_queue}? [y/N] ")
+        try:
+            answer = input(f"delete {count} parked task(s) from {settings.dead_queue}? [y/N] ")
+        except EOFError:  # no terminal to ask (stdin closed): no is the answer
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             return _fail("nothing deleted", ExitCode.OK)
     purged = dead.purge(link, settings.dead_queue, match, progress)

@@ -85,8 +85,9 @@ class Filter:
             return False
         if self.task_type and parked.task_type != self.task_type:
             return False
-        if self.older_than_s:
-            return (parked.failed_at or 0) <= time.time() - self.older_than_s
+        if self.older_than_s:  # a task of unknown age is not known to be old: left alone
+            return (parked.failed_at is not None
+                    and parked.failed_at <= time.time() - self.older_than_s)
         return True
 
     @property

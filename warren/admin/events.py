@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from warren.amqp import Link, Message, run_sessions
+from warren.amqp import Link, Message, connect, run_sessions
+from warren.amqp.wire import text as wire_text
 from warren.settings import Settings
 
 
@@ -31,11 +32,14 @@ def line(event: dict[str, object]) -> str:
     """One event, for a person: time, outcome, type, task id, worker, duration, reason."""
     stamp = time.strftime("%H:%M:%S")
     if event.get("event") == "worker":
-        return (f"{stamp} worker   {event.get('worker')}: {event.get('in_flight')} in flight, "
+        text = (f"{stamp} worker   {event.get('worker')}: {event.get('in_flight')} in flight, "
                 f"{event.get('done')} done, {event.get('done_per_s')}/s")
-    error = f"  {event['error']}" if event.get("error") else ""
-    return (f"{stamp} {event.get('event')!s:<8} {event.get('type') or '-'!s:<12} "
-            f"{event.get('task_id')}  {event.get('worker')}  {event.get('duration_s')}s{error}")
+    else:
+        error = f"  {event['error']}" if event.get("error") else ""
+        text = (f"{stamp} {event.get('event')!s:<8} {event.get('type') or '-'!s:<12} "
+                f"{event.get('task_id')}  {event.get('worker')}  {event.get('duration_s')}s"
+                f"{error}")
+    return wire_text(text)  # a task's error text may hold escape sequences and newlines
 
 
 class Follower:
@@ -64,7 +68,7 @@ class Follower:
     def _on_event(self, message: Message) -> None:
         try:
             event = json.loads(message.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # anyone may publish there: "[" * 200000
             return
         if not isinstance(event, dict) or not self.match(event) or self.finished():
             return
@@ -85,4 +89,8 @@ class Follower:
 
 
 def follow(settings: Settings, follower: Follower, stop: threading.Event) -> None:
+    """Follow until `stop` (or the count); reconnects after a loss. A broker that cannot be
+    reached or refuses the login at the start is an error at once (ConnectionLost,
+    AuthenticationFailed), as for every other command: a person is waiting."""
+    Link(connect(settings, "warren-events")).close()
     run_sessions(settings, "warren-events", stop, follower, io_tick_s=0.2)

@@ -29,6 +29,8 @@ class QueueRow:
     ready: int | None  # None: the queue does not exist
     consumers: int | None
     unacked: int | None = None  # what the workers consuming it report in flight
+    ready_per_s: float | None = None  # net change of `ready` since the last reading
+    done_per_s: float | None = None  # the rate its workers report finishing tasks
 
 
 @dataclass
@@ -71,6 +73,9 @@ class StatusReader:
         self.link = Link(connect(settings, "warren-admin"))
         self._heard: dict[str, tuple[dict[str, object], float]] = {}
         self._channel = self.link.channel("reading queue counts")
+        # A first reading, so that the first snapshot has a rate of change too.
+        self._last = {name: (time.monotonic(), self._queue(name).ready)
+                      for name in queue_names(settings)}
         exchange = settings.status_exchange
         if exchange:
             events = self.link.channel(f"listening to {exchange!r}")
@@ -92,11 +97,21 @@ class StatusReader:
         for row in queues:
             if row.ready is not None and row.name in by_queue:
                 row.unacked = by_queue[row.name]
+                row.done_per_s = round(sum(w.done_per_s for w in workers
+                                           if w.queue == row.name), 1)
+            self._rate_of_change(row)
         return Snapshot(", ".join(self.settings.redacted_urls), time.time(), queues, workers,
                         self.settings.events_exchange)
 
     def close(self) -> None:
         self.link.close()
+
+    def _rate_of_change(self, row: QueueRow) -> None:
+        now = time.monotonic()
+        then, before = self._last.get(row.name, (now, None))
+        if row.ready is not None and before is not None and now - then > 0.1:
+            row.ready_per_s = round((row.ready - before) / (now - then), 1)
+        self._last[row.name] = (now, row.ready)
 
     def _queue(self, name: str) -> QueueRow:
         try:
@@ -109,7 +124,7 @@ class StatusReader:
     def _on_event(self, message: Message) -> None:
         try:
             event = json.loads(message.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # anyone may publish there: "[" * 200000
             return
         if isinstance(event, dict) and event.get("event") == "worker":
             self._heard[str(event.get("worker"))] = (event, time.monotonic())
@@ -142,13 +157,17 @@ def render(s: Snapshot, shares: bool = True) -> str:
     """The human view: a queue table, a worker table, and each worker's share of busy time."""
     taken = time.strftime("%H:%M:%S", time.localtime(s.taken_at))
     lines = [f"warren status — {s.target}   {taken}", "",
-             f"{'queue':<28} {'ready':>8} {'unacked':>8} {'consumers':>9}"]
+             f"{'queue':<28} {'ready':>8} {'unacked':>8} {'consumers':>9} {'ready/s':>8} "
+             f"{'done/s':>7}"]
     for q in s.queues:
         if q.ready is None:
             lines.append(f"{q.name:<28} {'(missing)':>8}")
             continue
         unacked = "-" if q.unacked is None else str(q.unacked)
-        lines.append(f"{q.name:<28} {q.ready:>8} {unacked:>8} {q.consumers:>9}")
+        change = "-" if q.ready_per_s is None else f"{q.ready_per_s:+.1f}"
+        done = "-" if q.done_per_s is None else f"{q.done_per_s:.1f}"
+        lines.append(f"{q.name:<28} {q.ready:>8} {unacked:>8} {q.consumers:>9} {change:>8} "
+                     f"{done:>7}")
     lines.append("")
     if not s.events_exchange:
         lines.append("workers: unknown (EVENTS_EXCHANGE is empty: workers send no events)")

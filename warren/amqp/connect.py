@@ -74,12 +74,20 @@ def translate(exc: BaseException, doing: str = "") -> BrokerError:
     text = getattr(exc, "reply_text", "")
     if isinstance(exc, pex.ConnectionClosedByBroker) and code in (ACCESS_REFUSED, NOT_ALLOWED):
         return AuthenticationFailed(f"broker refused access: {text}")
+    if isinstance(exc, pex.ChannelClosedByBroker) and _node_down(code, text):
+        return ConnectionLost(f"channel closed by broker: {code} {text}")
     if isinstance(exc, pex.ChannelClosedByBroker) and code in PERMANENT_CODES:
         where = f"{doing}: " if doing else ""
         return Refused(f"{where}broker refused: {code} {text}", PERMANENT_CODES[code])
     if isinstance(exc, pex.ChannelClosedByBroker):
         return ConnectionLost(f"channel closed by broker: {code} {text}")
     return ConnectionLost(f"{type(exc).__name__}: {reason(exc)}")
+
+
+def _node_down(code: int | None, text: str) -> bool:
+    """A 404 that a retry cures: a queue whose home node is down or restarting ("home node
+    'rabbit@x' of durable queue 'task_queue' in vhost '/' is down or inaccessible")."""
+    return code == NOT_FOUND and "down or inaccessible" in text
 
 
 def reason(exc: BaseException) -> str:

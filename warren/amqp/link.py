@@ -48,6 +48,9 @@ class Link:
     def __init__(self, connection: BlockingConnection) -> None:
         self._connection = connection
         self._failure: BrokerError | None = None
+        self._channels: list[Channel] = []
+        self._blocked = False
+        self.on_blocked(self._set_blocked)
 
     @property
     def is_open(self) -> bool:
@@ -61,9 +64,11 @@ class Link:
     def channel(self, purpose: str) -> Channel:
         """A new channel; `purpose` names it in errors ("consuming task_queue")."""
         try:
-            return Channel(self, self._connection.channel(), purpose)
+            channel = Channel(self, self._connection.channel(), purpose)
         except RECOVERABLE as exc:
             raise translate(exc, purpose) from None
+        self._channels.append(channel)
+        return channel
 
     def pump(self, time_limit: float | None) -> None:
         """Send what is queued, receive and dispatch for up to `time_limit` seconds
@@ -109,9 +114,18 @@ class Link:
         self._connection.add_on_connection_unblocked_callback(lambda *_: blocked(False))
 
     def close(self) -> None:
-        if self._connection.is_open:
+        """Close the connection, unless a resource alarm blocks it: once a client published
+        on a blocked connection, RabbitMQ reads nothing more from its socket until the alarm
+        clears, so the close handshake would wait that long (a producer stopped during an
+        alarm never exited). Then the socket goes with the process, or with this object."""
+        for channel in self._channels:
+            channel.forget_cancelled()  # pika's close would cancel them again, and assert
+        if self._connection.is_open and not self._blocked:
             with contextlib.suppress(*RECOVERABLE):
                 self._connection.close()
+
+    def _set_blocked(self, blocked: bool) -> None:
+        self._blocked = blocked
 
 
 class Channel:
@@ -120,6 +134,7 @@ class Channel:
         self.purpose = purpose
         self._blocking = channel
         self._core: pika.channel.Channel = channel._impl  # the one place that reaches in
+        self._cancelled: list[str] = []
 
     @property
     def is_open(self) -> bool:
@@ -190,8 +205,31 @@ class Channel:
                           auto_ack=auto_ack, exclusive=exclusive)
 
     def cancel(self, consumer_tag: str) -> None:
-        """Stop a consumer; deliveries that arrived but were not dispatched go back."""
-        self._sync("cancelling a consumer", self._blocking.basic_cancel, consumer_tag)
+        """Stop a consumer. Deliveries the broker sent before it took the cancel still reach
+        `on_message`, to be settled as usual.
+
+        pika's own cancel rejects them with requeue, and a requeue flags a message
+        redelivered: a worker would count an attempt for a task that never started (a
+        classic queue keeps no other count; a quorum queue raises x-delivery-count or, on
+        4.x, x-acquired-count). So the cancel goes out through the channel underneath,
+        with pika's "reject what arrives meanwhile" mark taken off.
+        """
+        done: list[bool] = []
+        self._sync("cancelling a consumer", self._core.basic_cancel, consumer_tag,
+                   callback=lambda _frame: done.append(True))
+        self._core._cancelled.discard(consumer_tag)
+        while not done and self.is_open:
+            self.link.pump(0.01)
+        # Deliveries that came before the cancel-ok may still wait for dispatch (a cancel
+        # from inside a delivery's callback pumps without dispatching: pika allows no
+        # nested dispatch); they need the consumer's entry, so it goes after them.
+        self._cancelled.append(consumer_tag)
+        self.link.call_threadsafe(self.forget_cancelled)
+
+    def forget_cancelled(self) -> None:
+        """Drop pika's entries of consumers `cancel` stopped, once nothing waits for them."""
+        while self._cancelled:
+            self._blocking._consumer_infos.pop(self._cancelled.pop(), None)
 
     def confirm(self, on_confirm: OnConfirm) -> None:
         """Publisher confirms: `on_confirm(tag, multiple, acked)` runs from `pump`."""
@@ -229,9 +267,10 @@ class Channel:
 
     def on_closed(self, closed: Callable[[str], None]) -> None:
         """`closed(reason)` when the broker closes this channel; the link goes on (for a
-        best-effort channel, such as task events)."""
+        best-effort channel, such as task events). A channel that goes with its connection
+        is not reported: the session's own loss says it."""
         def relay(_ch: object, reason: Exception) -> None:
-            if not isinstance(reason, pex.ChannelClosedByClient):
+            if isinstance(reason, pex.ChannelClosedByBroker):
                 closed(str(reason))
 
         self._core.add_on_close_callback(relay)

@@ -1,0 +1,47 @@
+"""What `warren events` prints for a person: one line, whatever a task put in its error."""
+
+from __future__ import annotations
+
+from warren.admin.events import line
+
+
+def test_an_error_with_escapes_and_newlines_stays_one_inert_line() -> None:
+    printed = line({"event": "parked", "type": "t", "task_id": "x", "worker": "w",
+                    "duration_s": 1, "error": "\x1b[31mRED\x1b[0m\nsecond line"})
+    assert "\x1b" not in printed and "\n" not in printed
+    assert "\\x1b[31mRED" in printed and "\\nsecond line" in printed
+
+
+def test_a_body_nested_past_the_recursion_limit_is_passed_over() -> None:
+    """Anyone may publish to the events exchange: `[` * 200,000 ended `warren events`."""
+    import pika
+
+    from warren.admin.events import EventFilter, Follower
+    from warren.amqp import Message
+    from warren.settings import Settings
+
+    printed: list[str] = []
+    follower = Follower(Settings.from_env({}), EventFilter(), printed.append, as_json=True)
+    props = pika.BasicProperties()
+    follower._on_event(Message(1, False, "warren.events", "", props, b"[" * 200_000))
+    follower._on_event(Message(2, False, "warren.events", "", props, b'{"event": "done"}'))
+    assert printed == ['{"event": "done"}']
+
+
+def test_a_task_of_unknown_age_is_never_older_than_anything() -> None:
+    """`dead purge --older-than 604800` purged a message without timestamp or warren headers."""
+    from warren.admin.dead import Filter, Parked
+
+    unknown = Parked("m", "t", "r", None, None, None, None, {}, b"")
+    assert not Filter(older_than_s=604800)(unknown)
+    assert Filter()(unknown)
+
+
+def test_a_bad_reason_pattern_is_a_usage_error_not_a_traceback() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "warren.admin", "dead", "list", "--reason", "("],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "not a regular expression" in done.stderr
+    assert "Traceback" not in done.stderr
