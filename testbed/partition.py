@@ -349,6 +349,9 @@ class Outcome:
     operator_restarts: list[str] = field(default_factory=list)  # what we had to restart
     unhealed: str = ""  # the cluster's state when it did not heal by itself
     stuck: str = ""  # when the queues did not drain: who held what, once the workers stopped
+    # Deliveries the broker still counted as unacked with no consumer left at all (every
+    # worker stopped): RabbitMQ's bookkeeping, not a worker holding them.
+    held_for_gone_consumers: int = 0
     parked: dict[str, str] = field(default_factory=dict)  # id → reason, from task_parked
     phases: dict[str, float] = field(default_factory=dict)  # step → seconds it took
 
@@ -412,7 +415,10 @@ class PartitionResult:
         # apart, and every one there must be one the workers said they parked.
         busy = {q: c for q, c in o.queues_after.items()
                 if q in TASK_QUEUES and q != "task_queue.dead" and c != (0, 0)}
-        if busy:
+        # Deliveries the broker keeps for consumers that are gone are RabbitMQ 3.10's (seen
+        # after a SIGSTOP the cluster healed from by itself): reported, and the check that
+        # counts is that every confirmed task ran (lost above), which holds them to it.
+        if busy and sum(unacked for _, unacked in busy.values()) != o.held_for_gone_consumers:
             found.append(f"queues not empty: {busy}; {o.stuck}")
         dead = o.queues_after.get("task_queue.dead", (0, 0))
         if dead != (len(o.parked), 0):
@@ -438,6 +444,7 @@ class PartitionResult:
             "all workers back (s)": _worst(o.resumed_s.values()),
             "cluster healthy (s)": round(o.healthy_after_s, 1),
             "operator restarts": o.operator_restarts,
+            "held for gone consumers": o.held_for_gone_consumers,
             "paused": sorted(node for node, n in o.paused.items() if n),
             "sessions": self.sessions,
             "duration (s)": round(self.duration_s, 1),
@@ -508,7 +515,7 @@ class PartitionRun:
             with out.phase("stop"):
                 out.worker_exits = self._stop_workers()
                 if self._busy(out.queues_after):
-                    out.stuck = self._who_holds_them()
+                    out.stuck, out.held_for_gone_consumers = self._who_holds_them()
         finally:
             self.sampler.stop()
             self._kill_everything()
@@ -646,18 +653,22 @@ class PartitionRun:
     def _busy(counts: dict[str, tuple[int, int]]) -> bool:
         return any(counts.get(q, (0, 0)) != (0, 0) for q in TASK_QUEUES[:2])
 
-    def _who_holds_them(self) -> str:
+    def _who_holds_them(self) -> tuple[str, int]:
         """Deliveries left unacked after the drain: with every worker stopped, they are
         back as ready if a worker held them (warren's fault), still unacked if the broker
-        keeps them for a consumer that is gone (seen once on 3.10 after a SIGSTOP)."""
+        keeps them for a consumer that is gone (3.10, after a SIGSTOP, now and then).
+        Returns the diagnosis and how many are held with no consumer left."""
         try:
             counts = self.cluster.counts(self.vhost)
             consumers = self.cluster.ask("list_consumers", "-p", self.vhost, "-q",
                                          "--no-table-headers", "queue_name", "channel_pid")
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            return f"could not ask the cluster: {str(exc)[-200:]}"
-        listed = "; ".join(line.strip() for line in consumers.splitlines() if line.strip())
-        return (f"after the workers stopped: {counts}, consumers left: [{listed}]")
+            return f"could not ask the cluster: {str(exc)[-200:]}", 0
+        listed = [line.strip() for line in consumers.splitlines() if line.strip()]
+        held = 0 if listed else sum(counts.get(q, (0, 0))[1] for q in TASK_QUEUES[:2])
+        ready = sum(counts.get(q, (0, 0))[0] for q in TASK_QUEUES[:2])
+        return (f"after the workers stopped: {counts}, consumers left: {listed}",
+                held if ready == 0 else 0)
 
     def _stop_workers(self) -> list[int]:
         for worker in self.workers.values():

@@ -117,7 +117,7 @@ class MirroredAutohealControl:
         window.healed_at = time.monotonic()
         return window
 
-    def _wait_healthy(self, timeout_s: float = 90.0) -> bool:
+    def _wait_healthy(self, timeout_s: float = 30.0) -> bool:
         """Until autoheal has restarted its losers and they rejoined (what they held is
         discarded then): about 5 s after the heal when it works. Autoheal may also decide
         twice (seen here: a first decision for the lone node, a second for the majority
