@@ -89,11 +89,11 @@ def test_killing_the_task_queue_leader_mid_run_loses_nothing(
     summary = producer_summary(producer.log())
     assert summary.confirmed == summary.total >= COUNT and summary.unconfirmed == 0, summary
 
-    wait_until(lambda: Tally.of(out).distinct >= summary.total, 90,
-               "every confirmed task to be done")
     # On RabbitMQ 4.x a quorum queue returns what the dead node's consumers held only after
     # its consumer_disconnected_timeout (60 s by default); 3.10 returns it at once.
     held_back_s = 90 if cluster.nodes[0].runtime.major >= 4 else 30
+    wait_until(lambda: Tally.of(out).distinct >= summary.total, 60 + held_back_s,
+               "every confirmed task to be done")
     wait_until(lambda: cluster.counts("task_queue") == (0, 0), held_back_s,
                "task_queue to be empty")
     time.sleep(0.5)  # anything still running would show up as a duplicate now

@@ -142,9 +142,9 @@ def test_a_worker_killed_with_sigkill_leaves_no_task_running(
     publish(amqp_url, task("sleep", seconds=60), "long-1")
     publish(amqp_url, task("sleep", seconds=60), "long-2")
     wait_until(lambda: metric(worker, "warren_worker_tasks_in_flight") == 2, 20, "tasks in hand")
-    time.sleep(0.5)  # the children are up
+    # A forkserver and two tasks' children (a child may still be starting on a busy machine).
+    wait_until(lambda: len(_descendants(worker.process.pid)) >= 3, 20, "the children")
     below = _descendants(worker.process.pid)
-    assert len(below) >= 3, f"a forkserver and two tasks' children, found {below}"
     worker.process.kill()
     worker.process.wait()
     wait_until(lambda: not [pid for pid in below if _running(pid)], 10,
