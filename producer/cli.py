@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=0, help="pad each body by this many bytes")
     p.add_argument("--heavy-light", nargs=2, type=float, metavar=("HEAVY_S", "LIGHT_S"),
                    help="alternate heavy and light sleep tasks, as in the tutorial")
-    p.add_argument("--rate", type=float, help="messages per second (default: as fast as confirms)")
+    p.add_argument("--rate", type=positive_rate,
+                   help="messages per second, bursts of at most one second's worth "
+                        "(default: as fast as confirms)")
     p.add_argument("--window", type=int, default=1000, help="confirms in flight (default 1000)")
     p.add_argument("--exchange", default="", help="publish through this exchange")
     p.add_argument("--exchange-type", choices=EXCHANGE_TYPES,
@@ -47,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress line (default: when stderr is a terminal)")
     return p
+
+
+def positive_rate(text: str) -> float:
+    """argparse type: a rate in messages per second, > 0 and finite."""
+    rate = float(text)
+    if not 0 < rate < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0 messages per second, got {text}")
+    return rate
 
 
 def parse_headers(items: list[str]) -> dict[str, str]:

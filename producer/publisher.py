@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import structlog
 
 from producer import metrics
+from producer.pacing import Pace
 from warren.amqp import Channel, Link, Outgoing, Publisher, PublishEvents, run_sessions
 from warren.settings import Settings
 
@@ -60,6 +61,7 @@ class ConfirmingPublisher:
         self.stop = stop
         self.prepare = prepare
         self.rate = rate
+        self._pace = Pace(rate) if rate else None
         self.on_progress = on_progress
         self.on_confirmed = on_confirmed  # called once per message the broker acked
         self.report = PublishReport(endless=endless)
@@ -132,10 +134,8 @@ class ConfirmingPublisher:
     def _take(self) -> Outgoing | None:
         if self.report.exhausted:
             return None
-        if self.rate:
-            allowed = (time.monotonic() - self.report.started_at) * self.rate
-            if self.report.total >= allowed:
-                return None
+        if self._pace and not self._pace.take():
+            return None
         try:
             message = next(self._source)
         except StopIteration:

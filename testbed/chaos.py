@@ -430,8 +430,9 @@ class ChaosRun:
         confirmed = self._confirmed_now()
         while confirmed < target:
             if self.producer.process.poll() is not None:
-                raise AssertionError(f"the publisher finished before the {kind} fault: "
-                                     "lower ChaosPlan.rate so publishing spans the faults")
+                last = self.producer.log().strip().rsplit("\n", 1)[-1]
+                raise AssertionError(f"the publisher ended before the {kind} fault at "
+                                     f"{target} confirmed: {last}")
             time.sleep(0.1)
             confirmed = self._confirmed_now()
         witness = self.pool.current()[0]
