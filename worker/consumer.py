@@ -315,7 +315,8 @@ class Worker:
     def _event(self, delivery: Delivery, decision: policy.Decision, outcome: Outcome) -> Outgoing:
         body = {"event": decision.outcome, "task_id": delivery.task_id,
                 "type": outcome.task_type, "worker": self.settings.worker_id,
-                "duration_s": round(outcome.duration_s, 6), "error": decision.reason or None}
+                "duration_s": round(outcome.duration_s, 6),
+                "finished_at": round(time.time(), 6), "error": decision.reason or None}
         return Outgoing(json.dumps(body).encode(), EVENT_PROPS, decision.outcome,
                         self.settings.events_exchange)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from warren.admin.events import line
 
 
@@ -45,3 +47,12 @@ def test_a_bad_reason_pattern_is_a_usage_error_not_a_traceback() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and "not a regular expression" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_event_line_shows_the_workers_time_and_ignores_a_bad_one() -> None:
+    at = 1796086963.5
+    assert line({"event": "done", "finished_at": at}).startswith(
+        time.strftime("%H:%M:%S", time.localtime(at)))
+    for bad in ("01:02:03", True, -1, 1e300, float("nan"), None):
+        stamp = line({"event": "done", "finished_at": bad}).split()[0]
+        assert len(stamp) == 8 and stamp.count(":") == 2  # now, not a traceback

@@ -30,7 +30,7 @@ class EventFilter:
 
 def line(event: dict[str, object]) -> str:
     """One event, for a person: time, outcome, type, task id, worker, duration, reason."""
-    stamp = time.strftime("%H:%M:%S")
+    stamp = time.strftime("%H:%M:%S", time.localtime(_finished_at(event)))
     if event.get("event") == "worker":
         text = (f"{stamp} worker   {event.get('worker')}: {event.get('in_flight')} in flight, "
                 f"{event.get('done')} done, {event.get('done_per_s')}/s")
@@ -40,6 +40,14 @@ def line(event: dict[str, object]) -> str:
                 f"{event.get('task_id')}  {event.get('worker')}  {event.get('duration_s')}s"
                 f"{error}")
     return wire_text(text)  # a task's error text may hold escape sequences and newlines
+
+
+def _finished_at(event: dict[str, object]) -> float | None:
+    """The worker's own clock (Unix seconds) when the event has it; else None (now)."""
+    at = event.get("finished_at")
+    if isinstance(at, bool) or not isinstance(at, int | float) or not 0 < at < 2**32:
+        return None
+    return float(at)
 
 
 class Follower:
