@@ -1,5 +1,5 @@
 # Thin wrappers over scripts/: every target works the same without make.
-.PHONY: local up test lint bench
+.PHONY: local up test lint bench partition
 
 local:  ## a whole cluster on this machine (private RabbitMQ, 4 workers, producer, live view)
 	scripts/local.sh $(ARGS)
@@ -15,3 +15,6 @@ lint:
 
 bench:  ## benchmarks: tables, JSON and plots in bench/results/ (about 6 minutes)
 	scripts/bootstrap.sh && .venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m bench $(ARGS)
+
+partition:  ## network partitions: 3-node clusters on test hosts (netns), full plan, 3.10 and 4.3 side by side (root; ~40 min)
+	scripts/partition.sh $(ARGS)

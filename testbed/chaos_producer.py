@@ -78,9 +78,13 @@ def run(settings: Settings, health: Health, stop: threading.Event) -> int:
     publisher = TrackingPublisher(
         settings, messages(settings, opts.prefix, opts.count, opts.seconds), stop=stop,
         prepare=prepare, window=opts.window, rate=opts.rate)
-    report = publisher.run()
-    opts.confirmed.write_text("".join(f"{mid}\n" for mid in publisher.confirmed_ids))
-    print(summary(report), flush=True)
+    try:
+        report = publisher.run()
+    finally:
+        # Also when the run ends in a refusal (a declare that timed out while a cluster
+        # healed): what was confirmed until then is history the checker needs.
+        opts.confirmed.write_text("".join(f"{mid}\n" for mid in publisher.confirmed_ids))
+        print(summary(publisher.report), flush=True)
     return ExitCode.OK if report.complete else ExitCode.PARTIAL
 
 
