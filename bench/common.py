@@ -143,7 +143,8 @@ def machine() -> dict[str, Any]:
         pass
     return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "pika": pika.__version__, "rabbitmq": "3.10.8 (Debian package, private node)",
-            "date": time.strftime("%Y-%m-%d")}
+            "date": time.strftime("%Y-%m-%d"),
+            "load_average_1m": round(os.getloadavg()[0], 2)}  # when the result was written
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -180,6 +181,10 @@ class Outcome:
             text += "\n" + markdown_table(self.goals) + "\n"
         for note in self.notes:
             text += f"\n{note}\n"
+        m = doc["machine"]
+        text += (f"\nMeasured {m['date']} on {m['cpus']} CPUs ({m['cpu']}), Python "
+                 f"{m['python']}, pika {m['pika']}, RabbitMQ {m['rabbitmq']}; load average "
+                 f"(1 min) {m['load_average_1m']} when written.\n")
         (RESULTS / f"{self.name}.md").write_text(text)
         return text
 
