@@ -31,7 +31,7 @@ from warren.logs import configure_logging
 from warren.messages import Task
 from warren.settings import Settings
 from worker import tasks
-from worker.execution import Outcome, run_task
+from worker.execution import LogContext, Outcome, run_task
 
 log = structlog.get_logger("worker")
 
@@ -81,7 +81,7 @@ def child_main(conn: Connection, settings: Settings) -> None:
 
 def _run(job: Job) -> Outcome:
     tasks.set_current_task_id(job.message_id)
-    with structlog.contextvars.bound_contextvars(task_id=job.message_id or None):
+    with LogContext(job.message_id or None):
         try:
             _Running.active = True
             try:

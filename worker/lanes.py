@@ -29,7 +29,14 @@ from warren.errors import MalformedMessage
 from warren.messages import decode_task
 from warren.settings import Settings
 from worker.child import ChildProcess, Job, rss_bytes
-from worker.execution import SOFT_LIMIT_ERROR, Outcome, describe, message_of, run_task
+from worker.execution import (
+    SOFT_LIMIT_ERROR,
+    LogContext,
+    Outcome,
+    describe,
+    message_of,
+    run_task,
+)
 from worker.tasks import TaskRegistry, TimeLimitExceeded, set_current_task_id
 
 if TYPE_CHECKING:
@@ -84,7 +91,7 @@ class Lane:
         message = delivery.message
         message_id = text(message.properties.message_id)
         set_current_task_id(message_id)  # no message_id, no idempotency key
-        with structlog.contextvars.bound_contextvars(task_id=delivery.task_id):
+        with LogContext(delivery.task_id):
             try:
                 task = decode_task(message.body, text(message.properties.content_type) or None,
                                    max_bytes=self.settings.max_body_bytes)

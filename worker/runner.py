@@ -29,7 +29,7 @@ from warren.messages import decode_task
 from warren.settings import Settings
 from worker import metrics
 from worker.child import ChildProcess, start_forkserver
-from worker.execution import Outcome, run_task
+from worker.execution import LogContext, Outcome, run_task
 from worker.lanes import Lane, Watchdog, process_rss_bytes
 from worker.policy import Facts
 from worker.tasks import TaskRegistry, set_current_task_id
@@ -216,7 +216,7 @@ class Runner:
         if task.type not in self._fast:
             return None
         set_current_task_id(text(message.properties.message_id))
-        with structlog.contextvars.bound_contextvars(task_id=delivery.task_id):
+        with LogContext(delivery.task_id):
             outcome = run_task(self.registry, task)
         self.count_busy(outcome.duration_s, task.type)
         self.count_done_in_process()

@@ -8,6 +8,7 @@ import structlog
 
 from warren.logs import configure_logging
 from warren.settings import Settings
+from worker.execution import LogContext
 
 
 def test_structlog_and_stdlib_records_are_one_json_object_per_line() -> None:
@@ -32,3 +33,24 @@ def test_debug_is_filtered_at_info() -> None:
     configure_logging(Settings.from_env({"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}), stream)
     structlog.get_logger("t").debug("noise")
     assert stream.getvalue() == ""
+
+
+def test_a_task_log_context_binds_its_id_and_puts_back_what_was_there() -> None:
+    stream = io.StringIO()
+    configure_logging(Settings.from_env({"LOG_FORMAT": "json"}), stream)
+    log = structlog.get_logger("t")
+    structlog.contextvars.bind_contextvars(task_id="outer")
+    try:
+        with LogContext("inner"):
+            log.info("inside")
+            try:
+                with LogContext(None):
+                    raise RuntimeError("a task failed")
+            except RuntimeError:
+                pass
+            log.info("after_nested")
+        log.info("after")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    ids = [json.loads(line)["task_id"] for line in stream.getvalue().splitlines()]
+    assert ids == ["inner", "inner", "outer"]
