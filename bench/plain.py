@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import time
+from collections.abc import Iterator
 
 import pika
 
@@ -48,10 +50,14 @@ def blocking_publisher(url: str, count: int, body: bytes) -> float:
     return elapsed
 
 
-def select_publisher(url: str, count: int, body: bytes, window: int = 1000) -> float:
-    """pika's asynchronous publisher keeping `window` confirms in flight (pika's own example)."""
+def select_publisher(url: str, count: int, body: bytes, window: int = 1000,
+                     messages: Iterator[tuple[bytes, pika.BasicProperties]] | None = None,
+                     ) -> float:
+    """pika's asynchronous publisher keeping `window` confirms in flight (pika's own example);
+    one pre-built body with two properties, or each of `messages` (body, properties)."""
     state = {"sent": 0, "acked": 0, "started": 0.0, "ended": 0.0}
     props = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+    source = messages if messages is not None else itertools.repeat((body, props))
 
     def on_open(conn: pika.SelectConnection) -> None:
         conn.channel(on_open_callback=on_channel)
@@ -66,7 +72,7 @@ def select_publisher(url: str, count: int, body: bytes, window: int = 1000) -> f
 
     def pump(ch: pika.channel.Channel) -> None:
         while state["sent"] < count and state["sent"] - state["acked"] < window:
-            ch.basic_publish("", "task_queue", body, props)
+            ch.basic_publish("", "task_queue", *next(source))
             state["sent"] += 1
 
     def on_ack(ch: pika.channel.Channel, frame: pika.frame.Method) -> None:
