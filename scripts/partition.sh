@@ -20,6 +20,12 @@ VENV=${VENV:-.venv}
 bash .ci/install-netns-tools.sh >/dev/null
 export PARTITION_PLAN=${PARTITION_PLAN:-full}
 IFS=, read -r -a versions <<<"${PARTITION_VERSIONS:-3.10,4.3}"
+for v in "${versions[@]}"; do  # before anything runs, not after the first version's run
+  case "$v" in
+    3.10 | 4.3) ;;
+    *) echo "PARTITION_VERSIONS: unknown version '$v' (expected 3.10 and/or 4.3)" >&2; exit 2 ;;
+  esac
+done
 if [[ " ${versions[*]} " == *" 4.3 "* ]]; then
   VENV="$VENV" bash .ci/install-docker.sh >/dev/null  # Docker and the 4.3 stand-in image
 fi
@@ -38,6 +44,10 @@ run_version() {  # VERSION PYTEST-ARGS...: one pytest; its log ends with its tim
 }
 
 pids=()
+# Ctrl-C (or SIGTERM) stops every version's pytest; their janitors remove the test hosts.
+# shellcheck source=scripts/stop-tree.sh
+. scripts/stop-tree.sh
+trap 'stop_tree "${pids[@]}"; exit 130' INT TERM
 last=$(( ${#versions[@]} - 1 ))
 for i in "${!versions[@]}"; do
   if [ "$i" -eq 0 ]; then

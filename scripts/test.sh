@@ -71,24 +71,11 @@ echo "=== test leg 2 (RabbitMQ 4.3: ${BOTH_VERSIONS[*]}; then tests/partition on
   "runs beside leg 1; its output follows" >&2
 leg2 >"$scratch/leg2.log" 2>&1 &
 leg2=$!
-# A background job ignores Ctrl-C (SIGINT): stop leg 2 with leg 1 — its shell first (so that
-# it starts nothing more), then everything under it (its pytests; the partition suite's
-# test hosts go with them, removed by their janitors).
-descendants() {  # PID: every process under it
-  local child
-  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    echo "$child"
-    descendants "$child"
-  done
-}
-stop_leg2() {
-  local under
-  under=$(descendants "$leg2")
-  # shellcheck disable=SC2086  # one pid a word
-  kill -TERM "$leg2" $under 2>/dev/null
-  wait "$leg2" 2>/dev/null
-}
-trap 'stop_leg2; exit 130' INT TERM
+# Ctrl-C stops leg 2 with leg 1 (scripts/stop-tree.sh: its pytests too; the partition
+# suite's janitors then remove its test hosts).
+# shellcheck source=scripts/stop-tree.sh
+. scripts/stop-tree.sh
+trap 'stop_tree "$leg2"; exit 130' INT TERM
 
 echo "=== test leg 1 (RabbitMQ 3.10, every suite)" >&2
 rc1=0

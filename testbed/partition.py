@@ -519,8 +519,9 @@ class PartitionRun:
         finally:
             self.sampler.stop()
             self._kill_everything()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a failed run must not leave its fault
                 self.cluster.lab.heal()
+                self.cluster.lab.bridge(True)
             self._dump(run, started)
         times = sorted(self.sampler.times())
         for window in run.windows:

@@ -163,3 +163,25 @@ def running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_a_script_stopped_by_ctrl_c_leaves_no_lab(tmp_path: Path) -> None:
+    """scripts/test.sh and scripts/partition.sh stop their pytests with stop_tree (a
+    background job ignores Ctrl-C): the labs' janitors must be spared, to remove them."""
+    need(not can_run(), can_run())
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "tag"
+    script = ('. scripts/stop-tree.sh\n'
+              f'"{sys.executable}" -c "$MAKER" >"{out}" &\n'
+              'job=$!\n'
+              f'until [ -s "{out}" ]; do sleep 0.1; done\n'
+              'stop_tree "$job"\n')
+    done = subprocess.run(["bash", "-c", script], cwd=repo, env={**os.environ, "MAKER": MAKER},
+                          timeout=60, check=False)
+    assert done.returncode == 0
+    tag = out.read_text().strip()
+    deadline = time.monotonic() + 15
+    while [ns for ns in netns_list() if ns.startswith(tag)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [ns for ns in netns_list() if ns.startswith(tag)], "the janitor was stopped too"
+    assert not (NETNS_ETC / f"{tag}-x").exists()

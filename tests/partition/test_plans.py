@@ -44,9 +44,12 @@ def test_holds_outlast_the_detection_and_flaps_stay_under_it(
 
 
 @pytest.mark.parametrize(("var", "value"), [("PARTITION_PLAN", "fulll"),
-                                            ("PARTITION_VERSIONS", "3.10,4.0")])
+                                            ("PARTITION_VERSIONS", "3.10,4.0"),
+                                            ("PARTITION_REPEAT", "0")])
 def test_a_typo_in_the_selection_is_an_error_not_another_plan(
         monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
+    if var == "PARTITION_REPEAT":
+        monkeypatch.setenv("PARTITION_PLAN", "full")
     monkeypatch.setenv(var, value)
     with pytest.raises(ValueError, match=var):
         runs()
