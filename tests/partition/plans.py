@@ -153,7 +153,12 @@ def plan_name() -> str:
 
 
 def repeats() -> int:
-    return int(os.environ.get("PARTITION_REPEAT", "3")) if plan_name() == "full" else 1
+    if plan_name() != "full":
+        return 1
+    count = int(os.environ.get("PARTITION_REPEAT", "3"))
+    if count < 1:  # 0 would collect nothing, and pass
+        raise ValueError(f"PARTITION_REPEAT={count}: expected 1 or more")
+    return count
 
 
 def versions() -> list[str]:
