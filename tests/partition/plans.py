@@ -9,8 +9,10 @@ PARTITION_VERSIONS   which RabbitMQ versions, comma-separated (default "3.10,4.3
                      the image of the 4.3 test nodes (testbed/broker_container.py)
 
 A CI run checks exactly what a full run checks; only the phases are shorter and nothing
-is repeated. Every bound below is derived from the mechanism that sets it, not fitted to
-a run:
+is repeated (but its 20 s holds are shorter than some "flowing again" bounds: it cannot
+tell a majority that resumed during the fault from one that resumed after the heal). The
+bounds below come from the mechanisms that set them, plus two chosen allowances (SETTLE_S
+and the 30 s margin on the wait), none fitted to a run:
 - a node cut off from the other two declares them down after net_ticktime * (1 ± 1/4)
   (NET_TICKTIME_S = 10 here), then pauses (`pause_minority`) and closes its clients'
   connections, which move to the next node in their AMQP_URL;
