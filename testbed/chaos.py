@@ -15,10 +15,13 @@ Shared by tests/chaos (CI-sized runs) and bench/soak.py (the 100,000-task run).
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -34,6 +37,8 @@ from testbed.record_tasks import read_records
 
 FaultKind = Literal["kill", "restart"]
 TASK_QUEUES = ("task_queue", "task_queue.retry", "task_queue.dead")
+DEAD_QUEUE = TASK_QUEUES[2]
+INTERRUPTED = "interrupted: delivered without a result"  # the worker's parked reason
 CLI_ID = re.compile(r"[0-9a-f]{32}")  # the producer CLI's random message ids
 RECOVERY_TIMEOUT_S = 60.0
 
@@ -317,6 +322,7 @@ class ChaosResult:
     worker_exits: list[int]
     duration_s: float
     publish_s: float
+    requeued: int = 0  # parked as interrupted, then requeued (README: after a fault)
 
     @property
     def duplicate_bound(self) -> int:
@@ -339,6 +345,7 @@ class ChaosResult:
             "duplicates": self.verdict.extra_executions,
             "dup bound": self.duplicate_bound,
             "idempotent rows": len(self.effect_keys),
+            "parked interrupted, requeued": self.requeued,
             "first back (s)": _worst(f.first_ready_s for f in self.faults),
             "witness back (s)": _worst(f.witness_s for f in self.faults),
             "duration (s)": round(self.duration_s, 1),
@@ -370,6 +377,7 @@ class ChaosRun:
         self.producer: Service | None = None
         self.cli: Service | None = None
         self.faults: list[BrokerFault] = []
+        self.requeued = 0  # parked as interrupted, requeued as an operator would
 
     def run(self) -> ChaosResult:
         started = time.monotonic()
@@ -451,11 +459,25 @@ class ChaosRun:
         cli_confirmed = _confirmed_in(self.cli)
         deadline = time.monotonic() + self.plan.drain_timeout_s
         while time.monotonic() < deadline:
+            self._requeue_interrupted()
             done = read_executions(self.executions)
             cli_done = sum(1 for key in done if CLI_ID.fullmatch(key))
             if confirmed <= done.keys() and cli_done >= cli_confirmed:
                 return
             time.sleep(0.5)
+
+    def _requeue_interrupted(self) -> None:
+        """What an operator does after such a run (README): a task held by a worker that died
+        MAX_ATTEMPTS times (here: a broker crash and two SIGKILLs in a row) is parked as
+        `interrupted`, not lost; `warren dead requeue --reason interrupted` runs it again.
+        Any other parked reason stays, and fails the run's checks."""
+        if queue_counts(self.node, vhost_of(self.url)).get(DEAD_QUEUE, (0, 0))[0] == 0:
+            return
+        done = subprocess.run(
+            [sys.executable, "-m", "warren.admin", "dead", "requeue", "--reason",
+             INTERRUPTED, "--json"], env={**os.environ, "AMQP_URL": self.url},
+            capture_output=True, text=True, timeout=60, check=True)
+        self.requeued += int(json.loads(done.stdout)["requeued"])
 
     def _wait_queue_empty(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -491,7 +513,7 @@ class ChaosRun:
             cli_done=len(cli_ids), effect_keys=effect_keys(self.db),
             queues_after=queue_counts(self.node, vhost_of(self.url)),
             worker_exits=worker_exits, duration_s=time.monotonic() - started,
-            publish_s=publish_s,
+            publish_s=publish_s, requeued=self.requeued,
         )
 
 
