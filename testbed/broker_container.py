@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from testbed.broker import BrokerStartError, die_with_parent, free_port
+from testbed.netns import pid_alive
 
 if TYPE_CHECKING:
     from testbed.broker import LocalBroker
@@ -242,17 +243,8 @@ def _reap_orphans() -> None:
                     "--format", f'{{{{.Names}}}} {{{{.Label "{OWNER_LABEL}"}}}}')
     for line in listed.stdout.splitlines():
         name, _, owner = line.partition(" ")
-        if owner.isdigit() and not _alive(int(owner)):
+        if owner.isdigit() and not pid_alive(int(owner)):
             docker("rm", "--force", "--volumes", name)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

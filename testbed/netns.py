@@ -285,13 +285,14 @@ def sweep_orphans() -> list[str]:
     """Remove labs whose creating process is gone (a run that was SIGKILLed); returns the
     namespaces removed. A lab whose creator still runs is left alone."""
     orphans = [ns for ns in netns_list()
-               if (m := _NAME.match(ns)) and not _alive(int(m.group(1)))]
+               if (m := _NAME.match(ns)) and not pid_alive(int(m.group(1)))]
     if orphans:
         remove_namespaces(orphans)
     return orphans
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists (perhaps another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -317,7 +318,7 @@ def janitor(tag: str, maker: int, poll_s: float = 0.5) -> None:
     """Wait until `maker` is gone, then remove every namespace of the lab `tag` (and with
     them the processes in them, its links and its rules). Polls rather than relying on
     PR_SET_PDEATHSIG, which fires when the *thread* that started the janitor ends."""
-    while _alive(maker):
+    while pid_alive(maker):
         time.sleep(poll_s)
     remove_namespaces([ns for ns in netns_list() if ns.startswith(f"{tag}-")])
 
