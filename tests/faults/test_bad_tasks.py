@@ -10,7 +10,7 @@ import pytest
 
 from testbed.processes import ServiceFactory
 from tests.support.amqp import drain, publish_raw, publish_tasks, ready_count, wait_for_count
-from tests.support.faults import event_names, metric, wait_until
+from tests.support.faults import event_names, metric, settled, wait_until
 from warren.messages import Task, decode_task
 
 JSON = "application/json"
@@ -51,8 +51,9 @@ def test_more_malformed_bodies_are_parked_at_once(services: ServiceFactory,
         reason, parked_body = found[case]
         assert reason.startswith("rejected: ") and says in reason, (case, reason[:200])
         assert parked_body == body, case
-    assert metric(worker, 'warren_worker_tasks_total{outcome="rejected"}') == len(
-        MORE_BAD_BODIES)
+    rejected = settled(lambda: metric(worker, 'warren_worker_tasks_total{outcome="rejected"}'),
+                       len(MORE_BAD_BODIES))
+    assert rejected == len(MORE_BAD_BODIES)
     assert metric(worker, 'warren_worker_tasks_total{outcome="retried"}') == 0
     assert worker.probe("/readyz") == 200
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from testbed.processes import ServiceFactory
-from tests.integration.test_work_queue import metric, wait_until
 from tests.support.amqp import drain, publish_raw, publish_tasks, wait_for_count
+from tests.support.faults import metric, settled, wait_until
 
 JSON = "application/json"
 
@@ -53,8 +53,8 @@ def test_poison_task_is_retried_then_parked_with_its_reason(services: ServiceFac
     assert props.headers["x-warren-attempts"] == 3
     assert "failed 3 times: RuntimeError: kaboom" in props.headers["x-warren-reason"]
     assert json.loads(body)["type"] == "fail"
+    assert settled(lambda: metric(worker, 'warren_worker_tasks_total{outcome="parked"}'), 1) == 1
     assert metric(worker, 'warren_worker_tasks_total{outcome="retried"}') == 2
-    assert metric(worker, 'warren_worker_tasks_total{outcome="parked"}') == 1
     assert worker.probe("/readyz") == 200
     assert wait_for_count(amqp_url, "task_queue", 0) == 0
     assert wait_for_count(amqp_url, "task_queue.retry", 0) == 0
@@ -75,7 +75,9 @@ def test_malformed_messages_are_parked_at_once_with_a_clear_reason(
         assert expected in reason, f"{case}: {reason!r}"
         assert reason.startswith("rejected: ")
         assert parked_body == body  # parked as sent: nothing lost
-    assert metric(worker, 'warren_worker_tasks_total{outcome="rejected"}') == len(BAD_INPUTS)
+    rejected = settled(lambda: metric(worker, 'warren_worker_tasks_total{outcome="rejected"}'),
+                       len(BAD_INPUTS))
+    assert rejected == len(BAD_INPUTS)
     assert metric(worker, 'warren_worker_tasks_total{outcome="retried"}') == 0
     assert worker.probe("/readyz") == 200
     assert worker.log().count('"task_rejected"') == len(BAD_INPUTS)

@@ -10,8 +10,8 @@ import time
 import pika
 
 from testbed.processes import REPO, ServiceFactory
-from tests.integration.test_work_queue import metric, wait_until
 from tests.support.amqp import connect, ready_count
+from tests.support.faults import metric, wait_until
 from warren.bindings import parse_bindings
 from warren.topology import apply_bindings
 

@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 from testbed.processes import ServiceFactory
-from tests.integration.test_work_queue import metric, records_of, wait_until
+from tests.integration.test_work_queue import records_of
 from tests.support.amqp import publish_tasks, ready_count
 from tests.support.broker import BrokerUnderTest
+from tests.support.faults import metric, wait_until
 
 
 def test_broker_restart_keeps_persistent_tasks_and_everyone_reconnects(

@@ -16,8 +16,8 @@ from rpc_server.client import RpcClient, RpcTimeout
 from rpc_server.protocol import RpcError
 from testbed.processes import REPO, ServiceFactory
 from tests.integration.test_seeds import SEEDS
-from tests.integration.test_work_queue import metric
 from tests.support.broker import BrokerUnderTest
+from tests.support.faults import metric
 from warren.settings import Settings
 
 # (request body, content type, what the error reply must say)

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from testbed.processes import REPO, ServiceFactory
-from tests.integration.test_work_queue import metric, wait_until
 from tests.support.amqp import EventWatcher, wait_for_count
+from tests.support.faults import metric, settled, wait_until
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds"
 
@@ -34,7 +34,7 @@ def test_tutorial_new_task_feeds_warren_workers(services: ServiceFactory, amqp_u
         watcher.close()
     assert event["type"] == "dots"
     assert event["duration_s"] >= 3 * 0.01  # three dots at DOT_SECONDS=0.01
-    assert metric(worker, 'warren_worker_tasks_total{outcome="done"}') == 1
+    assert settled(lambda: metric(worker, 'warren_worker_tasks_total{outcome="done"}'), 1) == 1
 
 
 def test_tutorial_worker_consumes_what_warren_sends(services: ServiceFactory,

@@ -6,22 +6,10 @@ import signal
 import time
 from pathlib import Path
 
-from testbed.processes import Service, ServiceFactory
+from testbed.processes import ServiceFactory
 from testbed.record_tasks import read_records
 from tests.support.amqp import EventWatcher, publish_tasks, ready_count, wait_for_count
-
-
-def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def metric(service: Service, name: str) -> float:
-    return service.metrics().get(name, 0.0)
+from tests.support.faults import metric, wait_until
 
 
 def records_of(path: Path) -> list[tuple[str, int]]:

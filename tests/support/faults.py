@@ -46,6 +46,18 @@ def metric(service: Service, name: str) -> float:
         return 0.0
 
 
+def settled(read: Callable[[], float], expected: float, timeout_s: float = 5.0) -> float:
+    """`read()` once it equals `expected`, or its last value after `timeout_s` seconds.
+    A worker's counters follow its work a tick behind (worker/consumer.py _sync_counts), so
+    a count read the moment the work is seen may be one short."""
+    deadline = time.monotonic() + timeout_s
+    value = read()
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = read()
+    return value
+
+
 def endless_producer(services: ServiceFactory, out: Path, rate: int, **env: str) -> Service:
     """`python -m producer --count 0 --rate R` of record tasks into `out`; stop it with
     SIGTERM, then read what it sent from its closing line (producer_summary)."""

@@ -5,6 +5,7 @@ Loaded into test workers with TASK_MODULES=tests.support.hostile_tasks.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
@@ -67,6 +68,13 @@ def limited(seconds: float) -> None:
 def gil(length: int) -> None:
     """A regular expression that backtracks for seconds without releasing the GIL."""
     re.match(r"(a+)+$", "a" * length + "!")
+
+
+@task("gil_hold")
+def gil_hold(seconds: int) -> None:
+    """What a C extension that never releases the GIL does, for a fixed time on any CPU:
+    libc's sleep called through PyDLL, which keeps the GIL for the whole call."""
+    ctypes.PyDLL(None).sleep(seconds)
 
 
 @task("leak")
