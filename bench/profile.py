@@ -38,6 +38,8 @@ def profile(bench: Bench, kind: str, prefetch: str, count: int) -> dict:
     # consumer (KeyboardInterrupt), SIGTERM for warren's worker (a graceful stop).
     proc.send_signal(signal.SIGTERM if kind == "warren" else signal.SIGINT)
     proc.wait(timeout=60)
+    # pyinstrument heads its report with the command line, the consumer's URL included.
+    report.write_text(report.read_text().replace(bench.broker.password, "***"))
     return {"consumer": kind, "prefetch": prefetch, "tasks": count,
             "tasks/s from start": round(count / (ended - started)),
             "CPU s / 1000 tasks": round(cpu / count * 1000, 3), "report": report.name}
