@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from warren.errors import WarrenError
+from warren.messages import is_json_type
 
 Form = Literal["json", "text"]
 JSON = "application/json"
@@ -29,7 +30,7 @@ class Request:
 
 
 def detect_form(body: bytes, content_type: str | None) -> Form:
-    if content_type == JSON or body.lstrip()[:1] == b"{":
+    if is_json_type(content_type) or body.lstrip()[:1] == b"{":
         return "json"
     return "text"
 

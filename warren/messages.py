@@ -67,10 +67,17 @@ def decode_task(body: bytes, content_type: str | None, *, max_bytes: int) -> Tas
         raise MalformedMessage(f"body of {len(body)} bytes exceeds MAX_BODY_BYTES={max_bytes}")
     if not body:
         raise MalformedMessage("empty body")
-    media_type = _media_type(content_type)
-    if media_type == JSON or (media_type is None and body.lstrip()[:1] == b"{"):
+    if is_json_type(content_type) or (content_type is None and body.lstrip()[:1] == b"{"):
         return _decode_json(body)
     return _decode_text(body)
+
+
+def is_json_type(content_type: str | None) -> bool:
+    """application/json in any case and with any parameters, or a type with the +json
+    suffix (application/vnd.api+json), which says the body is JSON whatever its
+    vocabulary (RFC 6839, section 3.1)."""
+    media_type = _media_type(content_type)
+    return media_type is not None and (media_type == JSON or media_type.endswith("+json"))
 
 
 def _media_type(content_type: str | None) -> str | None:

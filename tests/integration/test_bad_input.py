@@ -17,6 +17,8 @@ BAD_INPUTS: list[tuple[str, bytes, str | None, str]] = [
     ("truncated JSON", b'{"type": "sleep",', JSON, "invalid JSON"),
     ("JSON array", b"[1, 2]", JSON, "must be an object"),
     ("JSON string", b'"sleep"', JSON, "must be an object"),
+    # A +json type is JSON (RFC 6839): this ran as the tutorial's text, two dots, and was done.
+    ("+json array", b'["a.", "b."]', "application/vnd.api+json", "must be an object"),
     ("no type", b'{"args": {}}', JSON, "'type' must be a non-empty string"),
     ("type not a string", b'{"type": 5}', JSON, "'type' must be a non-empty string"),
     ("args not an object", b'{"type": "sleep", "args": [1]}', JSON, "'args' must be an object"),

@@ -23,6 +23,21 @@ def test_json_without_content_type_is_recognised() -> None:
     assert decode_task(b' {"type": "noop"}', None, max_bytes=100) == Task("noop", {})
 
 
+def test_a_json_suffix_is_json_whatever_the_vocabulary() -> None:
+    """A JSON task sent as application/vnd.api+json ran as the tutorial's dotted text and
+    counted done; a +json type is JSON (RFC 6839), held to the same contract."""
+    body = encode_task("fail", {"message": "a.b."})
+    for ctype in ("application/vnd.api+json", "Application/Problem+JSON; charset=utf-8"):
+        assert decode_task(body, ctype, max_bytes=1000) == Task("fail", {"message": "a.b."})
+    try:
+        decode_task(b'["not", "an", "object."]', "application/vnd.api+json", max_bytes=1000)
+    except MalformedMessage as exc:
+        assert "must be an object" in str(exc)
+    else:
+        raise AssertionError("a +json list was taken for a task")
+    assert decode_task(b"{...}", "text/plain", max_bytes=100) == Task("dots", {"count": 3})
+
+
 def test_properties_are_persistent_with_id_and_timestamp() -> None:
     props = task_properties()
     assert props.delivery_mode == 2

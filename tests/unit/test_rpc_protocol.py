@@ -32,6 +32,8 @@ def test_good_requests(body: bytes, ctype: str | None, expected: tuple) -> None:
     (b'{"a": true, "b": 2}', JSON, "'a' must be an integer"),
     (b'{"a": 1, "b": null}', JSON, "'b' must be an integer"),
     (b"[1, 2]", JSON, "JSON object"),
+    (b"[1, 2]", "Application/JSON; charset=utf-8", "JSON object"),
+    (b"[1, 2]", "application/vnd.api+json", "JSON object"),
     (b'{"a": 1, "b": ', JSON, "invalid JSON"),
     (b'{"a": ' + b"9" * 101 + b', "b": 1}', JSON, "limited to 100 digits"),
     (b'{"a": ' + b"9" * 5000 + b', "b": 1}', JSON, "invalid JSON"),
