@@ -28,7 +28,7 @@ from warren.amqp import (
     run_sessions,
 )
 from warren.amqp.wire import encoded_size, printable, republished, text
-from warren.errors import ExitCode, Refused
+from warren.errors import ExitCode, MalformedMessage, Refused
 from warren.health import Health
 from warren.messages import (
     ACQUIRED_HEADER,
@@ -42,6 +42,7 @@ from warren.messages import (
     REASON_HEADER,
     USER_ID_HEADER,
     WORKER_HEADER,
+    decode_task,
 )
 from warren.settings import Settings
 from warren.topology import apply_bindings, declare_events_exchange, declare_task_queues
@@ -206,7 +207,8 @@ class Worker:
         delivery = Delivery(message, self._session, _facts(message, self._quorum))
         decision = policy.on_arrival(delivery.facts, self.settings.max_attempts)
         if decision.action != "run":
-            self._carry_out_safely(delivery, decision, Outcome("failed"))
+            outcome = Outcome("failed", self._task_type_of(message))
+            self._carry_out_safely(delivery, decision, outcome)
             return
         inline = self.runner.run_inline(delivery)
         if inline is not None:
@@ -218,6 +220,15 @@ class Worker:
         quick = self.runner.submit(delivery, wait_s)
         if quick:
             self._settle(quick)
+
+    def _task_type_of(self, message: Message) -> str:
+        """The type a delivery settled without running names (for its event and log line);
+        "" when the body does not decode, which its parked reason then says."""
+        try:
+            return decode_task(message.body, text(message.properties.content_type) or None,
+                               max_bytes=self.settings.max_body_bytes).type
+        except MalformedMessage:
+            return ""
 
     def _settle(self, batch: list[Finished]) -> None:
         """Results from the runner, back on the I/O thread: carry out each one's decision."""

@@ -105,11 +105,14 @@ def test_a_task_holding_the_gil_in_a_thread_is_parked_after_max_attempts(
     that keeps the GIL 10 s on any CPU stands in for it; the match itself is
     test_a_task_holding_the_gil_is_killed_in_its_child_and_the_connection_lives's input."""
     url = amqp_url + "?heartbeat=2"
-    services.start("worker", AMQP_URL=url, TASK_MODULES=TASKS, MAX_ATTEMPTS="2",
-                   RETRY_DELAY_MS="50")
+    worker = services.start("worker", AMQP_URL=url, TASK_MODULES=TASKS, MAX_ATTEMPTS="2",
+                            RETRY_DELAY_MS="50")
     publish(amqp_url, task("gil_hold", seconds=10), "held")
     wait_until(lambda: ready_count(amqp_url, "task_queue.dead") == 1, 90, "the parked task")
     assert parked_reasons(amqp_url)["held"].startswith("failed 2 times: interrupted")
+    # Settled on arrival, without running, it still names its type for the operator.
+    [parked] = [e for e in log_events(worker) if e.get("event") == "task_parked"]
+    assert parked["task_type"] == "gil_hold", parked
 
 
 def test_a_task_that_kills_its_child_is_parked_and_the_worker_never_restarts(
