@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from warren.amqp import PERSISTENT, BasicProperties
+from warren.amqp import PERSISTENT, BasicProperties, Message
+from warren.amqp.wire import text
 from warren.errors import MalformedMessage
 
 JSON = "application/json"
@@ -70,6 +71,13 @@ def decode_task(body: bytes, content_type: str | None, *, max_bytes: int) -> Tas
     if is_json_type(content_type) or (content_type is None and body.lstrip()[:1] == b"{"):
         return _decode_json(body)
     return _decode_text(body)
+
+
+def decode_message(message: Message, *, max_bytes: int) -> Task:
+    """`decode_task` of a delivery: its body and its content type, whatever bytes that
+    property holds (another client's non-UTF-8 type is no type)."""
+    return decode_task(message.body, text(message.properties.content_type) or None,
+                       max_bytes=max_bytes)
 
 
 def is_json_type(content_type: str | None) -> bool:

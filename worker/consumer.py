@@ -42,7 +42,7 @@ from warren.messages import (
     REASON_HEADER,
     USER_ID_HEADER,
     WORKER_HEADER,
-    decode_task,
+    decode_message,
 )
 from warren.settings import Settings
 from warren.topology import apply_bindings, declare_events_exchange, declare_task_queues
@@ -225,8 +225,7 @@ class Worker:
         """The type a delivery settled without running names (for its event and log line);
         "" when the body does not decode, which its parked reason then says."""
         try:
-            return decode_task(message.body, text(message.properties.content_type) or None,
-                               max_bytes=self.settings.max_body_bytes).type
+            return decode_message(message, max_bytes=self.settings.max_body_bytes).type
         except MalformedMessage:
             return ""
 

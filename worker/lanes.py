@@ -26,7 +26,7 @@ import structlog
 
 from warren.amqp.wire import text
 from warren.errors import MalformedMessage
-from warren.messages import decode_task
+from warren.messages import decode_message
 from warren.settings import Settings
 from worker.child import ChildProcess, Job, rss_bytes
 from worker.execution import (
@@ -93,8 +93,7 @@ class Lane:
         set_current_task_id(message_id)  # no message_id, no idempotency key
         with LogContext(delivery.task_id):
             try:
-                task = decode_task(message.body, text(message.properties.content_type) or None,
-                                   max_bytes=self.settings.max_body_bytes)
+                task = decode_message(message, max_bytes=self.settings.max_body_bytes)
             except MalformedMessage as exc:
                 return Outcome("malformed", error=message_of(exc))
             if self.child is not None:

@@ -25,7 +25,7 @@ import structlog
 from warren.amqp import Message
 from warren.amqp.wire import text
 from warren.errors import MalformedMessage
-from warren.messages import decode_task
+from warren.messages import decode_message
 from warren.settings import Settings
 from worker import metrics
 from worker.child import ChildProcess, start_forkserver
@@ -209,8 +209,7 @@ class Runner:
             return None
         message = delivery.message
         try:
-            task = decode_task(message.body, text(message.properties.content_type) or None,
-                               max_bytes=self.settings.max_body_bytes)
+            task = decode_message(message, max_bytes=self.settings.max_body_bytes)
         except MalformedMessage:
             return None
         if task.type not in self._fast:
