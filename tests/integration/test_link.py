@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pika
 
 from warren.amqp.link import Link, Message
@@ -89,5 +91,33 @@ def test_a_cancel_from_inside_a_delivery_callback_loses_nothing(amqp_url: str) -
         assert not any(left), f"{sum(left)} of {len(left)} left messages flagged redelivered"
         assert len(received) + len(left) == MESSAGES
         assert not any(m.redelivered for m in received)
+    finally:
+        link.close()
+
+
+def test_serve_returns_on_a_delivery_at_once_and_when_idle_within_its_bound(
+        amqp_url: str) -> None:
+    """The session loop's `serve`: a delivery ends the wait, and an idle link still comes
+    back within `most_s` every time (the standing timer is set again after it rang)."""
+    queue = "link_serve"
+    link = Link(pika.BlockingConnection(pika.URLParameters(amqp_url)))
+    try:
+        channel = link.channel("consuming link_serve")
+        channel.queue_declare(queue, durable=True)
+        received: list[Message] = []
+        channel.consume(queue, received.append, auto_ack=True)
+        waits = []
+        for _ in range(3):
+            started = time.monotonic()
+            link.serve(0.3)
+            waits.append(time.monotonic() - started)
+        assert not received
+        assert all(w < 0.6 for w in waits), f"idle serve waited {waits}"
+        assert sum(waits) > 0.3, f"idle serve did not wait at all: {waits}"
+        _fill(amqp_url, queue)
+        started = time.monotonic()
+        while not received:
+            link.serve(5.0)
+        assert time.monotonic() - started < 2.0, "a delivery did not end the wait"
     finally:
         link.close()

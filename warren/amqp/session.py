@@ -87,7 +87,7 @@ def _session(settings: Settings, name: str, stop: threading.Event, handler: Sess
     try:
         handler.open(link)
         while not stop.is_set() and not handler.finished():
-            link.pump(io_tick_s)
+            link.serve(io_tick_s)
             handler.tick()
         if stop.is_set():
             handler.drain(link)
