@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from warren.amqp import PERSISTENT, BasicProperties, Message
 from warren.amqp.wire import text
@@ -35,12 +34,12 @@ BROKER_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-
                             "x-last-death-queue", "x-last-death-reason",
                             DELIVERY_COUNT_HEADER, ACQUIRED_HEADER})
 DOTS_TASK = "dots"
+_JSON = json.JSONDecoder()
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):
     type: str
-    args: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any]
 
 
 def encode_task(task_type: str, args: dict[str, Any] | None = None, **extra: Any) -> bytes:
@@ -97,7 +96,9 @@ def _media_type(content_type: str | None) -> str | None:
 
 def _decode_json(body: bytes) -> Task:
     try:
-        doc = json.loads(body)
+        # UTF-8 only (RFC 8259, 8.1); a decoder of our own skips json.loads' encoding
+        # detection, half the cost of a small task's decode.
+        doc = _JSON.decode(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise MalformedMessage("body is not valid UTF-8") from None
     except RecursionError:

@@ -22,7 +22,7 @@ only the one interrupted mid-task (per runner) is counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from warren.messages import ACQUIRED_HEADER, ATTEMPTS_HEADER, DELIVERY_COUNT_HEADER
 
@@ -31,8 +31,7 @@ Result = Literal["done", "failed", "malformed"]
 INTERRUPTED = "interrupted: delivered without a result (the worker died or lost its channel)"
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(NamedTuple):
     """What the delivery tells about its past (see `warren.messages.delivery_facts`)."""
 
     attempts: int = 0  # failed attempts recorded in x-warren-attempts
@@ -98,6 +97,8 @@ def facts_of(headers: dict[str, object] | None, redelivered: bool, *, quorum: bo
 
     `x-delivery-count` is believed only from a quorum queue, which sets it: on a classic
     queue any client could forge it, and a forged one would hide every crash."""
+    if not headers and not quorum:
+        return Facts(0, None, redelivered, headers_undecodable)
     headers = headers or {}
     count = None
     if quorum:  # 4.3 counts only rejects and crashes in x-delivery-count, every return in

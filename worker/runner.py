@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import structlog
 
@@ -44,8 +44,7 @@ FAST_AFTER = 16  # ...over this many runs in a row may run on the I/O thread
 Wake = Callable[[Callable[[], None]], bool]  # run a callable on the I/O thread; False if gone
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     message: Message
     session: int  # delivery tags repeat on every connection: a tag means something only here
     facts: Facts = NO_PAST  # what the delivery says of its past (worker/policy.py)
@@ -187,11 +186,14 @@ class Runner:
         self.hand_back(delivery, outcome)
 
     def count_busy(self, duration_s: float, task_type: str = "") -> None:
+        """A task ran for `duration_s`: the duration histogram, `busy_s` (which the worker
+        exports as warren_worker_busy_seconds_total at its next tick) and the fast types."""
         metrics.TASK_DURATION.observe(duration_s)
-        metrics.BUSY.inc(duration_s)
         with self._lock:
             self.busy_s += duration_s
-            recent = self._recent.setdefault(task_type, deque(maxlen=FAST_AFTER))
+            recent = self._recent.get(task_type)
+            if recent is None:
+                recent = self._recent[task_type] = deque(maxlen=FAST_AFTER)
             recent.append(duration_s)
             if duration_s >= FAST_MAX_S:
                 self._fast.discard(task_type)

@@ -48,7 +48,7 @@ def metric(service: Service, name: str) -> float:
 
 def settled(read: Callable[[], float], expected: float, timeout_s: float = 5.0) -> float:
     """`read()` once it equals `expected`, or its last value after `timeout_s` seconds.
-    A worker's counters follow its work a tick behind (worker/consumer.py _sync_counts), so
+    A worker's counters follow its work a tick behind (worker/consumer.py _sync_metrics), so
     a count read the moment the work is seen may be one short."""
     deadline = time.monotonic() + timeout_s
     value = read()
