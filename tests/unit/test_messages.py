@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +18,16 @@ def test_json_task_round_trips() -> None:
 def test_tutorial_text_is_one_unit_of_work_per_dot() -> None:
     assert decode_task(b"Hello World...", None, max_bytes=1000) == Task("dots", {"count": 3})
     assert decode_task(b"Hello World!", "text/plain", max_bytes=1000) == Task("dots", {"count": 0})
+
+
+def test_json_is_utf8_only_and_a_bom_is_no_json() -> None:
+    """RFC 8259, 8.1: JSON between systems is UTF-8. json.loads would guess UTF-16 from
+    the bytes; warren decodes UTF-8 and says so when the body is not."""
+    body = json.dumps({"type": "noop", "args": {}})
+    for encoded, reason in ((body.encode("utf-16"), "not valid UTF-8"),
+                            (body.encode("utf-8-sig"), "invalid JSON")):
+        with pytest.raises(MalformedMessage, match=reason):
+            decode_task(encoded, "application/json", max_bytes=1000)
 
 
 def test_json_without_content_type_is_recognised() -> None:
