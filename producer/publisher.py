@@ -66,10 +66,11 @@ class ConfirmingPublisher:
         self.on_confirmed = on_confirmed  # called once per message the broker acked
         self.report = PublishReport(endless=endless)
         self._source: Iterator[Outgoing] = iter(messages)
-        self._publisher = Publisher(
-            PublishEvents(self._confirmed, self._returned, self._nacked), window=window)
+        events = PublishEvents(self._confirmed, self._returned, self._nacked, self._settled)
+        self._publisher = Publisher(events, window=window)
         self._exported: dict[str, int] = {}
         self._next_progress = 0.0
+        self._link: Link | None = None
 
     def run(self) -> PublishReport:
         """Publish everything (or until stopped); raises Refused or AuthenticationFailed.
@@ -102,6 +103,7 @@ class ConfirmingPublisher:
         self.prepare(setup)
         setup.close()
         self._publisher.attach(link)
+        self._link = link
         log.info("publishing", window=self._publisher.window, rate=self.rate)
         self._fill()
 
@@ -122,14 +124,27 @@ class ConfirmingPublisher:
 
     def closed(self) -> None:
         self._publisher.detach()
+        self._link = None
 
     # -- feeding the window --------------------------------------------------------------
+    def _settled(self) -> None:
+        """After a confirm frame: refill the window; when that was the last confirm, end
+        the session's wait now (confirms alone do not end a pump: the loop would see it
+        only at its next tick, up to _TICK_S later, a tenth of a 20,000-message run)."""
+        self._fill()
+        if self._link is not None and self.finished():
+            self._link.wake()
+
     def _fill(self) -> None:
-        while self._publisher.has_room and not self.stop.is_set():
+        batch: list[Outgoing] = []
+        room = self._publisher.room
+        while len(batch) < room and not self.stop.is_set():
             message = self._take()
             if message is None:
-                return
-            self._publisher.submit(message)
+                break
+            batch.append(message)
+        if batch:
+            self._publisher.submit_all(batch)
 
     def _take(self) -> Outgoing | None:
         if self.report.exhausted:
@@ -150,13 +165,11 @@ class ConfirmingPublisher:
         metrics.CONFIRM_LATENCY.observe(latency_s)
         if self.on_confirmed:
             self.on_confirmed(message)
-        self._fill()
 
     def _returned(self, message: Outgoing, _token: object, reason: str) -> None:
         self.report.returned += 1
         log.warning("message_returned", exchange=message.exchange,
                     routing_key=message.routing_key, reply=reason)
-        self._fill()
 
     def _nacked(self, _message: Outgoing, _token: object) -> None:
         self.report.nacked += 1

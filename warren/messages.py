@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -79,6 +80,7 @@ def decode_message(message: Message, *, max_bytes: int) -> Task:
                        max_bytes=max_bytes)
 
 
+@functools.lru_cache(maxsize=64)  # a queue's messages carry few distinct types
 def is_json_type(content_type: str | None) -> bool:
     """application/json in any case and with any parameters, or a type with the +json
     suffix (application/vnd.api+json), which says the body is JSON whatever its

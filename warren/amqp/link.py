@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import pika
@@ -37,8 +36,7 @@ class Message(NamedTuple):
     body: bytes
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     body: bytes
     properties: pika.BasicProperties
     routing_key: str
@@ -116,6 +114,11 @@ class Link:
         except (pex.AMQPError, RuntimeError, ValueError, OSError):
             return False
 
+    def wake(self) -> None:
+        """End the current (or next) `serve` at once: for work a callback finished that
+        pika does not count as a dispatch (a confirm, say)."""
+        self.call_threadsafe(_nothing)
+
     def call_later(self, delay_s: float, callback: Callable[[], None]) -> object:
         """A timer on the link's own thread; returns a handle for `cancel_timer`."""
         return self._connection.call_later(delay_s, callback)
@@ -141,6 +144,10 @@ class Link:
 
     def _set_blocked(self, blocked: bool) -> None:
         self._blocked = blocked
+
+
+def _nothing() -> None:
+    pass
 
 
 class Channel:

@@ -45,6 +45,9 @@ class PublishEvents:
     confirmed: Callable[[Outgoing, object, float], None]  # (message, token, latency in s)
     returned: Callable[[Outgoing, object, str], None] = lambda *_: None
     nacked: Callable[[Outgoing, object], None] = lambda *_: None
+    # After each confirm frame, once every message it covers was reported: the moment to
+    # submit more (once per frame, not once per message).
+    settled: Callable[[], None] = lambda: None
 
 
 class Publisher:
@@ -73,8 +76,9 @@ class Publisher:
         return len(self._pending) + len(self._waiting)
 
     @property
-    def has_room(self) -> bool:
-        return len(self._pending) + len(self._waiting) < self.window
+    def room(self) -> int:
+        """How many more messages may be submitted before the window is full."""
+        return self.window - len(self._pending) - len(self._waiting)
 
     # -- links ---------------------------------------------------------------------------
     def attach(self, link: Link) -> None:
@@ -97,6 +101,11 @@ class Publisher:
     def submit(self, message: Outgoing, token: object = None) -> None:
         """Queue a message; it leaves now if the link has room, else on a later flush."""
         self._waiting.append((message, token, 0.0))
+        self.flush()
+
+    def submit_all(self, messages: list[Outgoing]) -> None:
+        """`submit` each of `messages` (no token), with one flush for them all."""
+        self._waiting.extend((message, None, 0.0) for message in messages)
         self.flush()
 
     def take_next(self) -> tuple[Outgoing, object] | None:
@@ -138,6 +147,7 @@ class Publisher:
             else:
                 self._nack_backoff.reset()
                 self.events.confirmed(sent.message, sent.token, now - sent.sent_at)
+        self.events.settled()
         self.flush()
 
     def _take(self, tag: int, multiple: bool) -> list[_Sent]:
