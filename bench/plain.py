@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -31,6 +32,9 @@ def consumer(url: str, prefetch: int) -> None:
 
 
 if __name__ == "__main__":
+    # Started from a background shell job, a process inherits SIGINT ignored, and Python
+    # then never raises KeyboardInterrupt: the bench stops this consumer with SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if sys.argv[1] == "consumer":
         consumer(sys.argv[2], int(sys.argv[3]))
 
