@@ -191,6 +191,8 @@ class Runner:
         metrics.TASK_DURATION.observe(duration_s)
         with self._lock:
             self.busy_s += duration_s
+            if not self.registry.may_run_inline(task_type):
+                return  # its duration says nothing of its next run: never on the I/O thread
             recent = self._recent.get(task_type)
             if recent is None:
                 recent = self._recent[task_type] = deque(maxlen=FAST_AFTER)
@@ -204,9 +206,10 @@ class Runner:
     def run_inline(self, delivery: Delivery) -> Finished | None:
         """On the I/O thread, with no lane busy: run a task of a type seen to finish in well
         under a millisecond right here, without the hand-off to a lane and back (two thread
-        switches, most of such a task's cost). None: it goes to a lane. A slow or unknown
-        type always runs off the I/O thread, and one run past FAST_MAX_S takes a type off
-        the list: heartbeats never wait on more than that."""
+        switches, most of such a task's cost). None: it goes to a lane. Only a type
+        registered `inline=True` (bounded whatever its arguments) qualifies: a `sleep` that
+        ran in 0 s forty times may sleep for minutes next, beyond any time limit's reach.
+        One run past FAST_MAX_S takes a type off the list."""
         if not self._fast or self._outstanding or self.settings.task_isolation != "thread":
             return None
         message = delivery.message

@@ -17,6 +17,12 @@ A time limit (`@task("resize", time_limit=30)`, else TASK_TIME_LIMIT_S) first ra
 `TimeLimitExceeded` inside the task, so it can clean up; a task still running
 TASK_TIME_LIMIT_GRACE_S later is ended (see worker/lanes.py). Either way the attempt
 failed with the reason `time limit`.
+
+`@task("lookup", inline=True)` declares a task bounded: it never blocks and never runs
+long, whatever its arguments. Once such a type is seen to finish in well under a
+millisecond, the worker may run it on its I/O thread, skipping the hand-off to a lane
+and back (most of a tiny task's cost); there no time limit or watchdog can stop it, and
+the connection's heartbeats wait for it. Every other task runs in a lane.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ class Registered:
     fn: TaskFn
     signature: inspect.Signature
     time_limit_s: float | None = None
+    inline: bool = False  # bounded whatever its arguments: may run on the I/O thread
     _names: frozenset[str] | None = field(init=False, repr=False, compare=False)
     _required: frozenset[str] = field(init=False, repr=False, compare=False)
 
@@ -111,13 +118,15 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, Registered] = {}
 
-    def task(self, name: str, *, time_limit: float | None = None) -> Callable[[TaskFn], TaskFn]:
-        """Register a task; `time_limit` (seconds) overrides TASK_TIME_LIMIT_S for it."""
+    def task(self, name: str, *, time_limit: float | None = None,
+             inline: bool = False) -> Callable[[TaskFn], TaskFn]:
+        """Register a task; `time_limit` (seconds) overrides TASK_TIME_LIMIT_S for it;
+        `inline` declares it bounded (see the module's docstring)."""
         if time_limit is not None and not time_limit > 0:
             raise ValueError(f"time_limit of {name!r} must be positive, got {time_limit}")
 
         def register(fn: TaskFn) -> TaskFn:
-            self._tasks[name] = Registered(name, fn, inspect.signature(fn), time_limit)
+            self._tasks[name] = Registered(name, fn, inspect.signature(fn), time_limit, inline)
             return fn
 
         return register
@@ -128,6 +137,11 @@ class TaskRegistry:
         if registered is not None and registered.time_limit_s is not None:
             return registered.time_limit_s
         return default_s or None
+
+    def may_run_inline(self, task_type: str) -> bool:
+        """Registered with `inline=True`: bounded whatever its arguments."""
+        registered = self._tasks.get(task_type)
+        return registered is not None and registered.inline
 
     def names(self) -> list[str]:
         return sorted(self._tasks)
@@ -175,7 +189,7 @@ def fail(message: str = "requested failure") -> None:
     raise RuntimeError(message)
 
 
-@task("noop")
+@task("noop", inline=True)
 def noop() -> None:
     """Does nothing: for measuring the worker's own overhead."""
 

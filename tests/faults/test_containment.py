@@ -418,3 +418,33 @@ def test_sigterm_under_an_alarm_ends_within_one_grace_period(
     assert worker.wait(timeout_s=30) == 0
     # One grace period, and a little to exit (7.1 s seen with a load average of 30).
     assert time.monotonic() - started < 4 + 5
+
+
+def test_a_type_that_ran_fast_many_times_still_meets_its_time_limit(
+        services: ServiceFactory, amqp_url: str) -> None:
+    """`sleep` ran in 0 s forty times, then a long one: it runs in a lane under its time
+    limit, not on the I/O thread where nothing could stop it (only `inline=True` types
+    may run there)."""
+    worker = services.start("worker", TASK_TIME_LIMIT_S="1", MAX_ATTEMPTS="1")
+    publish_tasks(amqp_url, [("sleep", {"seconds": 0})] * 40 + [("sleep", {"seconds": 8})],
+                  declare=False)
+    wait_until(lambda: ready_count(amqp_url, "task_queue.dead") == 1, 20, "the long run parked")
+    [(props, _)] = parked(amqp_url)
+    assert "time limit" in props.headers["x-warren-reason"], props.headers
+    assert settled(lambda: metric(worker, DONE), 40) == 40
+    assert "broker_connection_lost" not in event_names(worker)
+
+
+def test_unknown_task_types_leave_no_trace_in_the_worker(services: ServiceFactory,
+                                                         amqp_url: str) -> None:
+    """Each distinct type once kept its own record of durations: 5,000 unknown types
+    with long names must cost the worker no memory that stays."""
+    worker = services.start("worker", MAX_ATTEMPTS="1")
+    publish_tasks(amqp_url, [("noop", {})] * 50)
+    wait_until(lambda: metric(worker, DONE) == 50, 20, "the warm-up")
+    before = metric(worker, "process_resident_memory_bytes")
+    unknown = [(f"unknown-{n}-" + "x" * 4000, {}) for n in range(5000)]
+    publish_tasks(amqp_url, unknown, declare=False)
+    wait_until(lambda: ready_count(amqp_url, "task_queue.dead") == 5000, 90, "all parked")
+    grown_mb = (metric(worker, "process_resident_memory_bytes") - before) / 2**20
+    assert grown_mb < 5, f"RSS grew {grown_mb:.1f} MB"

@@ -68,3 +68,21 @@ def test_arguments_are_checked_alike_on_every_path(fn, args, refusal) -> None:
     else:
         with pytest.raises(BadArguments, match=refusal):
             reg.resolve(Task("t", args))
+
+
+def test_only_tasks_registered_inline_may_run_on_the_io_thread() -> None:
+    """`sleep` may be short or long by its arguments: never inline; `noop` is bounded."""
+    reg = TaskRegistry()
+
+    @reg.task("lookup", inline=True)
+    def lookup(key: str) -> str:
+        return key
+
+    @reg.task("fetch")
+    def fetch(url: str) -> None: ...
+
+    assert reg.may_run_inline("lookup")
+    assert not reg.may_run_inline("fetch")
+    assert not reg.may_run_inline("never-registered")
+    assert registry.may_run_inline("noop")
+    assert not registry.may_run_inline("sleep")
