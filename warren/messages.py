@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import functools
 import json
 import os
@@ -68,7 +69,7 @@ def decode_task(body: bytes, content_type: str | None, *, max_bytes: int) -> Tas
         raise MalformedMessage(f"body of {len(body)} bytes exceeds MAX_BODY_BYTES={max_bytes}")
     if not body:
         raise MalformedMessage("empty body")
-    if is_json_type(content_type) or (content_type is None and body.lstrip()[:1] == b"{"):
+    if is_json_type(content_type) or (content_type is None and _looks_like_json(body)):
         return _decode_json(body)
     return _decode_text(body)
 
@@ -96,16 +97,34 @@ def _media_type(content_type: str | None) -> str | None:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+# JSON another client encoded in something else than UTF-8: a byte order mark, or an
+# object's brace in UTF-16 (its first two bytes are enough to tell).
+_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_OTHER_ENCODINGS = (*_BOMS, b"{\x00", b"\x00{")
+
+
+def _looks_like_json(body: bytes) -> bool:
+    """A body with no content type: an object, in UTF-8 or (to be refused by name) in
+    UTF-16 or behind a byte order mark. Anything else is the tutorial's text."""
+    if body.startswith(_BOMS):
+        body = body.removeprefix(codecs.BOM_UTF8)[:4].removeprefix(
+            codecs.BOM_UTF16_LE).removeprefix(codecs.BOM_UTF16_BE)
+    head = body.lstrip()[:2]
+    return head[:1] == b"{" or head in (b"{\x00", b"\x00{")
+
+
 def _decode_json(body: bytes) -> Task:
     try:
         # UTF-8 only (RFC 8259, 8.1); a decoder of our own skips json.loads' encoding
         # detection, half the cost of a small task's decode.
         doc = _JSON.decode(body.decode("utf-8"))
     except UnicodeDecodeError:
-        raise MalformedMessage("body is not valid UTF-8") from None
+        raise MalformedMessage(_not_utf8_reason(body)) from None
     except RecursionError:
         raise MalformedMessage("invalid JSON: nested too deeply") from None
     except ValueError as exc:
+        if body.startswith(_OTHER_ENCODINGS):
+            raise MalformedMessage(_not_utf8_reason(body)) from None
         raise MalformedMessage(f"invalid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise MalformedMessage(f"JSON body must be an object, got {type(doc).__name__}")
@@ -115,6 +134,15 @@ def _decode_json(body: bytes) -> Task:
     if not isinstance(args, dict):
         raise MalformedMessage(f"'args' must be an object, got {type(args).__name__}")
     return Task(task_type, args)
+
+
+def _not_utf8_reason(body: bytes) -> str:
+    if body.startswith(codecs.BOM_UTF8):
+        return ("body starts with a byte order mark: JSON tasks are UTF-8 without one "
+                "(RFC 8259, 8.1)")
+    if body.startswith(_OTHER_ENCODINGS):
+        return "body looks like UTF-16: JSON tasks are UTF-8 (RFC 8259, 8.1)"
+    return "body is not valid UTF-8"
 
 
 def _decode_text(body: bytes) -> Task:

@@ -24,10 +24,20 @@ def test_json_is_utf8_only_and_a_bom_is_no_json() -> None:
     """RFC 8259, 8.1: JSON between systems is UTF-8. json.loads would guess UTF-16 from
     the bytes; warren decodes UTF-8 and says so when the body is not."""
     body = json.dumps({"type": "noop", "args": {}})
-    for encoded, reason in ((body.encode("utf-16"), "not valid UTF-8"),
-                            (body.encode("utf-8-sig"), "invalid JSON")):
-        with pytest.raises(MalformedMessage, match=reason):
-            decode_task(encoded, "application/json", max_bytes=1000)
+    cases = ((body.encode("utf-16"), "looks like UTF-16"),
+             (body.encode("utf-16-le"), "looks like UTF-16"),
+             (body.encode("utf-16-be"), "looks like UTF-16"),
+             (body.encode("utf-8-sig"), "byte order mark"),
+             (b'{"type": "\xff"}', "not valid UTF-8"))
+    for content_type in ("application/json", None):  # no type: still JSON, still refused
+        for encoded, reason in cases:
+            with pytest.raises(MalformedMessage, match=reason):
+                decode_task(encoded, content_type, max_bytes=1000)
+
+
+def test_tutorial_text_with_a_bom_or_odd_bytes_is_still_text() -> None:
+    for body in ("\ufeffHello...".encode("utf-8"), b"\x00...", b"..{"):
+        assert decode_task(body, None, max_bytes=100).type == "dots"
 
 
 def test_json_without_content_type_is_recognised() -> None:
