@@ -51,7 +51,10 @@ def run(bench: Bench) -> Outcome:
             for kind, prefetch in (("warren", "1"), ("warren", "auto"), ("plain", "1"),
                                    ("plain", "50"))]
     worst = max(r["RSS after MB"] for r in rows if r["consumer"] == "warren")
-    goals = [goal("warren worker RSS after the run, MB", worst, 40.0, False)]
+    cpu = {(r["consumer"], r["prefetch"]): r["CPU s / 1000 tasks"] for r in rows}
+    goals = [goal("warren worker RSS after the run, MB", worst, 40.0, False),
+             goal("warren / plain CPU per 1,000 tasks at prefetch 1",
+                  cpu[("warren", "1")] / cpu[("plain", "1")], 1.3, False)]
     notes = ["One consumer process; RSS from /proc/<pid>/status, CPU from /proc/<pid>/stat "
              "(user + system) across the run, tasks pre-published."]
     return Outcome("footprint", "e. footprint: one consumer, no-op tasks", rows, goals, notes)
