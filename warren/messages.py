@@ -10,7 +10,6 @@ import time
 from typing import Any, NamedTuple
 
 from warren.amqp import PERSISTENT, BasicProperties, Message
-from warren.amqp.wire import text
 from warren.errors import MalformedMessage
 
 JSON = "application/json"
@@ -77,8 +76,10 @@ def decode_task(body: bytes, content_type: str | None, *, max_bytes: int) -> Tas
 def decode_message(message: Message, *, max_bytes: int) -> Task:
     """`decode_task` of a delivery: its body and its content type, whatever bytes that
     property holds (another client's non-UTF-8 type is no type)."""
-    return decode_task(message.body, text(message.properties.content_type) or None,
-                       max_bytes=max_bytes)
+    content_type = message.properties.content_type
+    if not isinstance(content_type, str):  # bytes pika could not decode as UTF-8
+        content_type = None
+    return decode_task(message.body, content_type or None, max_bytes=max_bytes)
 
 
 @functools.lru_cache(maxsize=64)  # a queue's messages carry few distinct types

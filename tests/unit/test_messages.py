@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from warren.amqp import BasicProperties, Message
 from warren.errors import MalformedMessage
-from warren.messages import Task, decode_task, encode_task, task_properties
+from warren.messages import Task, decode_message, decode_task, encode_task, task_properties
 
 
 def test_json_task_round_trips() -> None:
@@ -90,3 +91,12 @@ def test_a_json_document_is_a_task_exactly_when_it_fits_the_contract(doc: object
     else:
         assert fits and isinstance(doc, dict)
         assert task == Task(doc["type"], doc.get("args", {}))
+
+
+def test_a_content_type_that_is_not_utf8_is_no_type() -> None:
+    """pika hands such a property over as bytes: the body alone then says what it is."""
+    body = encode_task("noop", {})
+    for content_type in (b"application/json\xff", None, ""):
+        message = Message(1, False, "", "task_queue",
+                          BasicProperties(content_type=content_type), body)
+        assert decode_message(message, max_bytes=1000) == Task("noop", {})
