@@ -147,7 +147,7 @@ class Link:
 
 
 def _nothing() -> None:
-    pass
+    """Called on the link's thread only to end its wait (see `Link.wake`)."""
 
 
 class Channel:
