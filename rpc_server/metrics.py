@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from warren.tally import TallyCounter, TallyHistogram
 
-REQUESTS = Counter("warren_rpc_requests_total",
-                   "RPC requests, by outcome: ok, error, dropped (no reply_to)", ["outcome"])
-DURATION = Histogram(
+# Tallies: updated on the server's I/O thread only.
+REQUESTS = TallyCounter("warren_rpc_requests_total",
+                        "RPC requests, by outcome: ok, error, dropped (no reply_to)",
+                        "outcome", ("ok", "error", "dropped"))
+DURATION = TallyHistogram(
     "warren_rpc_request_duration_seconds", "From delivery to reply published",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
-# Resolved once: exports zeros from the first scrape, and spares a label lookup per request.
-OUTCOME = {outcome: REQUESTS.labels(outcome) for outcome in ("ok", "error", "dropped")}

@@ -76,7 +76,7 @@ class RpcServer:
             log.warning("rpc_no_reply_to", reason="request dropped: nowhere to answer",
                         correlation_id=correlation_id)
             channel.ack(message.tag)
-            metrics.OUTCOME["dropped"].inc()
+            metrics.REQUESTS.inc(1, "dropped")
             return
         reply, content_type, outcome = self._answer(message.body, text(props.content_type),
                                                     correlation_id)
@@ -87,7 +87,7 @@ class RpcServer:
         channel.ack(message.tag)
         channel.publish(Outgoing(reply, BasicProperties(
             correlation_id=props.correlation_id, content_type=content_type), props.reply_to))
-        metrics.OUTCOME[outcome].inc()
+        metrics.REQUESTS.inc(1, outcome)
         metrics.DURATION.observe(time.perf_counter() - started)
 
     def _answer(self, body: bytes, content_type: str,

@@ -86,8 +86,6 @@ class Worker:
         self._status_at = 0.0
         self._status_done = 0
         self._held_most = 0
-        self._exported: dict[str, int] = dict.fromkeys(metrics.OUTCOMES, 0)
-        self._exported_busy_s = 0.0
 
     @property
     def prefetch(self) -> int:
@@ -141,26 +139,12 @@ class Worker:
         metrics.PREFETCH.set(prefetch)
 
     def tick(self) -> None:
-        self._sync_metrics()
         failure = self.outbox.failure
         if failure is not None:  # it cannot publish retries or parked copies: stop here
             raise Refused(f"worker outbox: {failure}",
                           getattr(failure, "exit_code", ExitCode.UNAVAILABLE))
         if self.settings.events_exchange and time.monotonic() >= self._status_at + STATUS_EVERY_S:
             self._publish_status()
-
-    def _sync_metrics(self) -> None:
-        """warren_worker_tasks_total and _busy_seconds_total follow the worker's own counts
-        a tick at a time: a scrape never needs more, and an increment per task was a share
-        of its cost."""
-        for outcome, count in self._counts.items():
-            if count > self._exported[outcome]:
-                metrics.OUTCOME[outcome].inc(count - self._exported[outcome])
-                self._exported[outcome] = count
-        busy_s = self.runner.busy_s
-        if busy_s > self._exported_busy_s:
-            metrics.BUSY.inc(busy_s - self._exported_busy_s)
-            self._exported_busy_s = busy_s
 
     def _publish_status(self) -> None:
         """A `worker` event: who this worker is and how it is doing (`warren status`)."""
@@ -198,7 +182,6 @@ class Worker:
                         grace_s=self.settings.shutdown_grace_s)
 
     def closed(self) -> None:
-        self._sync_metrics()
         self.health.set_ready(False)
         metrics.CONNECTED.set(0)
         self._unsettled.clear()  # the broker requeues whatever the lost connection held
@@ -319,7 +302,8 @@ class Worker:
             self._forget([tag])
 
     def _record(self, delivery: Delivery, decision: policy.Decision, outcome: Outcome) -> None:
-        self._counts[decision.outcome] += 1  # the counters follow each tick (_sync_metrics)
+        self._counts[decision.outcome] += 1
+        metrics.TASKS.inc(1, decision.outcome)
         if decision.outcome != "done":
             level = "error" if decision.action == "park" else "warning"
             getattr(log, level)(f"task_{decision.outcome}", task_id=delivery.task_id,

@@ -186,10 +186,11 @@ class Runner:
         self.hand_back(delivery, outcome)
 
     def count_busy(self, duration_s: float, task_type: str = "") -> None:
-        """A task ran for `duration_s`: the duration histogram, `busy_s` (which the worker
-        exports as warren_worker_busy_seconds_total at its next tick) and the fast types."""
-        metrics.TASK_DURATION.observe(duration_s)
+        """A task ran for `duration_s`: the duration histogram, busy seconds and the fast
+        types (the lock serializes the tallies' updates: lanes and the I/O thread count)."""
         with self._lock:
+            metrics.TASK_DURATION.observe(duration_s)
+            metrics.BUSY.inc(duration_s)
             self.busy_s += duration_s
             if not self.registry.may_run_inline(task_type):
                 return  # its duration says nothing of its next run: never on the I/O thread
