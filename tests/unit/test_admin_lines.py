@@ -56,3 +56,29 @@ def test_an_event_line_shows_the_workers_time_and_ignores_a_bad_one() -> None:
     for bad in ("01:02:03", True, -1, 1e300, float("nan"), None):
         stamp = line({"event": "done", "finished_at": bad}).split()[0]
         assert len(stamp) == 8 and stamp.count(":") == 2  # now, not a traceback
+
+
+def test_dead_list_names_the_type_the_worker_would_read() -> None:
+    """`warren dead list` decodes a parked body as the worker does: by its content type,
+    JSON as UTF-8 only (it used to guess with json.loads, which reads UTF-16 and BOMs)."""
+    import json
+
+    import pika
+
+    from warren.admin.dead import Parked
+    from warren.amqp import Message
+
+    def listed(body: bytes, content_type: str | None) -> str:
+        props = pika.BasicProperties(content_type=content_type, message_id="m")
+        return Parked.of(Message(1, False, "", "task_queue.dead", props, body)).task_type
+
+    task = json.dumps({"type": "resize", "args": {}})
+    assert listed(task.encode(), "application/json") == "resize"
+    assert listed(task.encode(), None) == "resize"
+    assert listed(task.encode("utf-16"), "application/json") == ""
+    assert listed(task.encode("utf-16"), None) == ""
+    assert listed(b"\xef\xbb\xbf" + task.encode(), None) == ""
+    assert listed(b"{not json", "application/json") == ""  # no task, not dots
+    assert listed(b"Hello...", "text/plain") == "dots"
+    assert listed(b"Hello...", None) == "dots"
+    assert listed(b"\xff\xfe\x00", "text/plain") == ""

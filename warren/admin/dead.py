@@ -12,8 +12,8 @@ client's death, not against a broker crash mid-commit (rabbitmq.com/docs/semanti
 from __future__ import annotations
 
 import base64
-import json
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from warren.amqp import Channel, Link, Message, Outgoing
 from warren.amqp.wire import republished, text
+from warren.errors import MalformedMessage
 from warren.messages import (
     ATTEMPTS_HEADER,
     BROKER_HEADERS,
@@ -28,6 +29,7 @@ from warren.messages import (
     LAST_FAILED_HEADER,
     REASON_HEADER,
     WARREN_HEADERS,
+    decode_message,
 )
 
 BATCH = 200
@@ -49,7 +51,7 @@ class Parked:
     def of(cls, message: Message) -> Parked:
         props = message.properties
         headers = props.headers or {}
-        return cls(text(props.message_id), _task_type(message.body), text(_str(headers.get(
+        return cls(text(props.message_id), _task_type(message), text(_str(headers.get(
             REASON_HEADER))), _int(headers.get(ATTEMPTS_HEADER)),
             _int(headers.get(FIRST_FAILED_HEADER)), _int(headers.get(LAST_FAILED_HEADER)),
             _int(props.timestamp), headers, message.body)
@@ -172,12 +174,14 @@ def _reading(link: Link, queue: str) -> Iterator[tuple[Channel, int]]:
         channel.close()
 
 
-def _task_type(body: bytes) -> str:
+def _task_type(message: Message) -> str:
+    """The type a worker reads in the message, by the worker's own decoding (content type
+    included: invalid JSON sent as application/json is no task, not the tutorial's dots);
+    "" for a message it cannot decode, whose parked reason says why."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return "dots" if body.isascii() else ""
-    return str(doc.get("type", "")) if isinstance(doc, dict) else ""
+        return decode_message(message, max_bytes=sys.maxsize).type
+    except MalformedMessage:
+        return ""
 
 
 def _int(value: object) -> int | None:
