@@ -44,7 +44,8 @@ START_TIMEOUT_S = 60.0  # past this, the job is sent anyway and `run` sees what 
 @dataclass(frozen=True)
 class Job:
     task: Task
-    message_id: str
+    message_id: str  # "" when the message has none: then the task has no idempotency key
+    task_id: str  # what log lines name the task by: the message_id, else "tag-<delivery tag>"
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def child_main(conn: Connection, settings: Settings) -> None:
 
 def _run(job: Job) -> Outcome:
     tasks.set_current_task_id(job.message_id)
-    with LogContext(job.message_id or None):
+    with LogContext(job.task_id):
         try:
             _Running.active = True
             try:

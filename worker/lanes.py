@@ -103,7 +103,7 @@ class Lane:
                     self.child.start()
             self._begin(delivery, task.type)
             try:
-                outcome = self._execute(Job(task, message_id))
+                outcome = self._execute(Job(task, message_id, delivery.task_id))
             except BaseException as exc:  # one message must never kill the lane
                 log.exception("task_runner_error")
                 outcome = Outcome("failed", task.type, describe(exc))

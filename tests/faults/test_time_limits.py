@@ -218,3 +218,14 @@ def test_a_slow_task_is_logged_and_its_age_exported(
     assert warning["task_id"] == "slowpoke" and warning["task_type"] == "sleep"
     wait_until(lambda: metric(worker, DONE) == 1, 10, "the task")
     assert metric(worker, AGE) == 0
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_a_task_without_a_message_id_is_named_alike_in_a_lane_and_in_a_child(
+        services: ServiceFactory, amqp_url: str, isolation: str) -> None:
+    """Its log lines name it by delivery tag either way (a child used to log null)."""
+    worker = services.start("worker", TASK_MODULES=TASKS, TASK_ISOLATION=isolation)
+    publish_raw(amqp_url, task("speak", words="hello"), content_type=JSON)
+    wait_until(lambda: "task_says" in event_names(worker), 20, "the task's own log line")
+    [said] = [e for e in log_events(worker) if e["event"] == "task_says"]
+    assert said["task_id"] == "tag-1" and said["words"] == "hello"

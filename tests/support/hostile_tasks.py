@@ -11,6 +11,8 @@ import re
 import signal
 import time
 
+import structlog
+
 from worker.tasks import task
 
 _LEAKED: list[bytes] = []
@@ -84,3 +86,9 @@ def leak(megabytes: int, path: str = "") -> None:
     if path:
         with open(path, "a") as fh:
             fh.write(f"{os.getpid()}\n")
+
+
+@task("speak")
+def speak(words: str) -> None:
+    """Logs from inside the task: the line carries the task's id, in a lane or a child."""
+    structlog.get_logger("task").info("task_says", words=words)
