@@ -18,6 +18,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from producer import metrics as producer_metrics
 from rpc_server import metrics as rpc_metrics
+from warren.tally import TallyCounter, TallyHistogram
 from worker import metrics as worker_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,18 +28,27 @@ SERVICES: tuple[tuple[str, ModuleType], ...] = (
     ("worker", worker_metrics), ("producer", producer_metrics), ("rpc_server", rpc_metrics))
 
 
-def exposed_name(metric: MetricWrapperBase) -> str:
-    name = metric._name
-    return f"{name}_total" if metric._type == "counter" else name
+Defined = MetricWrapperBase | TallyCounter | TallyHistogram
 
 
-def metrics() -> list[tuple[str, MetricWrapperBase]]:
+def described(metric: Defined) -> tuple[str, str, tuple[str, ...], str]:
+    """(exposed name, type, label names, help text) of a prometheus_client metric or a tally."""
+    if isinstance(metric, TallyCounter):
+        return metric.name, "counter", (metric.label,) if metric.label else (), \
+            metric.documentation
+    if isinstance(metric, TallyHistogram):
+        return metric.name, "histogram", (), metric.documentation
+    name = f"{metric._name}_total" if metric._type == "counter" else metric._name
+    return name, metric._type, tuple(metric._labelnames), metric._documentation
+
+
+def metrics() -> list[tuple[str, Defined]]:
     """(service, metric) for every metric the services define, in module order."""
-    found = []
+    found: list[tuple[str, Defined]] = []
     for service, module in SERVICES:
         seen = set()
         for value in vars(module).values():
-            if isinstance(value, MetricWrapperBase) and id(value) not in seen:
+            if isinstance(value, Defined) and id(value) not in seen:
                 seen.add(id(value))
                 found.append((service, value))
     return found
@@ -47,9 +57,9 @@ def metrics() -> list[tuple[str, MetricWrapperBase]]:
 def table() -> str:
     rows = ["| service | metric | type | labels | meaning |", "| --- | --- | --- | --- | --- |"]
     for service, metric in metrics():
-        labels = ", ".join(f"`{label}`" for label in metric._labelnames) or ""
-        rows.append(f"| {service} | `{exposed_name(metric)}` | {metric._type} | {labels} | "
-                    f"{metric._documentation} |")
+        name, kind, labelnames, documentation = described(metric)
+        labels = ", ".join(f"`{label}`" for label in labelnames)
+        rows.append(f"| {service} | `{name}` | {kind} | {labels} | {documentation} |")
     return "\n".join(rows)
 
 

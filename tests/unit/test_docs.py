@@ -20,7 +20,7 @@ def test_the_generated_metric_tables_are_current() -> None:
 
 
 def known_series() -> set[str]:
-    return {docs.exposed_name(m) + suffix for _, m in docs.metrics() for suffix in SUFFIXES}
+    return {docs.described(m)[0] + suffix for _, m in docs.metrics() for suffix in SUFFIXES}
 
 
 @pytest.mark.parametrize("pattern", WHERE)
