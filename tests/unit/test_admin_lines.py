@@ -82,3 +82,22 @@ def test_dead_list_names_the_type_the_worker_would_read() -> None:
     assert listed(b"Hello...", "text/plain") == "dots"
     assert listed(b"Hello...", None) == "dots"
     assert listed(b"\xff\xfe\x00", "text/plain") == ""
+
+
+def test_dead_list_and_show_print_nothing_that_drives_a_terminal() -> None:
+    """Anyone may publish a task or a parked copy: its type and body reach the operator's
+    terminal as escapes, and a time no date can hold is shown as the number."""
+    import json
+
+    import pika
+
+    from warren.admin.cli import _inert, _when
+    from warren.admin.dead import Parked
+    from warren.amqp import Message
+
+    body = json.dumps({"type": "x\n\x1b[31mRED\x1b[0m\r", "args": {}}).encode()
+    props = pika.BasicProperties(content_type="application/json", message_id="m")
+    listed = Parked.of(Message(1, False, "", "task_queue.dead", props, body)).task_type
+    assert listed.isprintable() and "\\x1b[31mRED" in listed
+    assert _inert("one\x1b]0;owned\x07\r\ntwo\tthree") == "one\\x1b]0;owned\\x07\\r\ntwo\tthree"
+    assert _when(2**62) == str(2**62) and _when(None) == "-"

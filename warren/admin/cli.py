@@ -200,7 +200,7 @@ def dead_show(link: Link, settings: Settings, opts: argparse.Namespace) -> int:
     print("headers:")
     for key, value in doc["headers"].items():  # type: ignore[attr-defined]
         print(f"  {key}: {json.dumps(value)}")
-    print(f"body:\n{doc['body']}")
+    print(f"body:\n{_inert(str(doc['body']))}")
     return ExitCode.OK
 
 
@@ -267,7 +267,21 @@ def _report(doc: dict[str, int], opts: argparse.Namespace, text: str) -> int:
 
 
 def _when(epoch: int | None) -> str:
-    return "-" if not epoch else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+    """Local time of an epoch, or the number itself when the platform has no date for it
+    (anyone may publish to the dead queue: a header of 2**62 seconds is a valid long)."""
+    if not epoch:
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+    except (OverflowError, OSError, ValueError):
+        return str(epoch)
+
+
+def _inert(body: str) -> str:
+    """A body for a terminal: its lines and tabs kept, other control characters (a
+    terminal escape, a carriage return) shown as escapes."""
+    return "\n".join("\t".join(wire.text(part) for part in line.split("\t"))
+                     for line in body.split("\n"))
 
 
 def _or_dash(value: object) -> str:

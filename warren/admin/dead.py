@@ -179,7 +179,7 @@ def _task_type(message: Message) -> str:
     included: invalid JSON sent as application/json is no task, not the tutorial's dots);
     "" for a message it cannot decode, whose parked reason says why."""
     try:
-        return decode_message(message, max_bytes=sys.maxsize).type
+        return text(decode_message(message, max_bytes=sys.maxsize).type)  # shown on terminals
     except MalformedMessage:
         return ""
 
