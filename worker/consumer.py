@@ -72,7 +72,7 @@ class Worker:
         metrics.OLDEST_TASK_AGE.set_function(self.runner.watchdog.oldest_age_s)
         metrics.IN_FLIGHT.set_function(lambda: len(self._unsettled))
         self.outbox = Outbox(settings)
-        self.adaptive = (AdaptivePrefetch(settings.prefetch_max)
+        self.adaptive = (AdaptivePrefetch(settings.prefetch_max, lanes=settings.concurrency)
                          if settings.prefetch == "auto" else None)
         self._unsettled: set[int] = set()
         self._link: Link | None = None

@@ -23,9 +23,19 @@ MIN_CHANGE_INTERVAL_S = 1.0
 @dataclass
 class AdaptivePrefetch:
     max_prefetch: int
+    lanes: int = 1  # never fewer deliveries than lanes to run them (CONCURRENCY)
     hold_s: float = HOLD_S
-    current: int = 1
+    current: int = 0  # 0: the floor, set below
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+
+    def __post_init__(self) -> None:
+        self.current = self.current or self.floor
+
+    @property
+    def floor(self) -> int:
+        """One delivery per lane, within PREFETCH_MAX: below that, lanes sit idle while
+        tasks wait in the queue (4 lanes at prefetch 1 ran 8 one-second tasks in 8 s)."""
+        return max(1, min(self.lanes, self.max_prefetch))
 
     def observe(self, duration_s: float) -> None:
         self.recent.append(duration_s)
@@ -36,11 +46,11 @@ class AdaptivePrefetch:
 
     def target(self) -> int:
         if not self.recent:
-            return 1
+            return self.floor
         room = self.hold_s / max(max(self.recent), 1e-6)
         if room < 2:
-            return 1
-        return max(1, min(self.max_prefetch, 1 << int(math.log2(room))))
+            return self.floor
+        return max(self.floor, min(self.max_prefetch, 1 << int(math.log2(room))))
 
     def change(self) -> int | None:
         """The new prefetch when it should change, else None."""

@@ -127,3 +127,20 @@ def test_adaptive_prefetch_grows_for_tiny_tasks_and_stays_at_one_for_long(
     wait_until(lambda: metric(worker, "warren_worker_prefetch") == 1, 20, "prefetch to shrink")
     wait_until(lambda: ready_count(amqp_url, "task_queue") == 0, 20, "the queue to drain")
     assert '"prefetch_adapted"' in worker.log()
+
+
+def test_adaptive_prefetch_keeps_every_lane_busy_with_long_tasks(
+        services: ServiceFactory, amqp_url: str) -> None:
+    """PREFETCH=auto never holds fewer deliveries than CONCURRENCY: 8 one-second tasks on
+    4 lanes take about 2 s, not 8 (it used to shrink to 1 after the first long task)."""
+    worker = services.start("worker", PREFETCH="auto", CONCURRENCY="4")
+    assert metric(worker, "warren_worker_prefetch") == 4
+    publish_tasks(amqp_url, [("sleep", {"seconds": 1.0})])
+    wait_until(lambda: metric(worker, 'warren_worker_tasks_total{outcome="done"}') == 1, 10,
+               "the first long task")
+    started = time.monotonic()
+    publish_tasks(amqp_url, [("sleep", {"seconds": 1.0})] * 8)
+    wait_until(lambda: metric(worker, 'warren_worker_tasks_total{outcome="done"}') == 9, 20,
+               "the eight long tasks")
+    assert time.monotonic() - started < 5.0
+    assert metric(worker, "warren_worker_prefetch") == 4

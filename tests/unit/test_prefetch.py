@@ -37,3 +37,17 @@ def test_change_reports_only_a_different_target() -> None:
     assert p.change() == 64
     p.current = 64
     assert p.change() is None
+
+
+@pytest.mark.parametrize("task_s", [None, 0.2, 1.0, 30.0])
+def test_never_fewer_deliveries_than_lanes(task_s: float | None) -> None:
+    """PREFETCH=auto with CONCURRENCY=4: long tasks still keep every lane busy."""
+    p = AdaptivePrefetch(64, lanes=4)
+    for _ in range(20 if task_s is not None else 0):
+        p.observe(task_s or 0.0)
+    assert p.current == 4 and p.target() == 4
+
+
+def test_the_floor_stays_within_prefetch_max() -> None:
+    assert AdaptivePrefetch(2, lanes=8).target() == 2
+    assert settle(0.0001, max_prefetch=64).target() == 64
