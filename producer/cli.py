@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from collections.abc import Iterable
-from typing import TextIO
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
 
 from producer.load import LoadSpec, Route, generate, parse_args_json, text_message
 from producer.publisher import ConfirmingPublisher, Outgoing, PublishReport
@@ -29,17 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Publish tasks with publisher confirms.")
     p.add_argument("message", nargs="*", help="the tutorial form: one plain-text task")
-    p.add_argument("--count", type=int, help="publish N generated tasks (0 = endless)")
+    p.add_argument("--count", type=at_least(0), help="publish N generated tasks (0 = endless)")
     p.add_argument("--type", default="sleep", dest="task_type", help="task type (default sleep)")
-    p.add_argument("--args", type=parse_args_json,
+    p.add_argument("--args", type=as_argument(parse_args_json),
                    help='task arguments as a JSON object (default for sleep: {"seconds": 0.1})')
-    p.add_argument("--size", type=int, default=0, help="pad each body by this many bytes")
+    p.add_argument("--size", type=at_least(0), default=0,
+                   help="pad each body by this many bytes")
     p.add_argument("--heavy-light", nargs=2, type=float, metavar=("HEAVY_S", "LIGHT_S"),
                    help="alternate heavy and light sleep tasks, as in the tutorial")
     p.add_argument("--rate", type=positive_rate,
                    help="messages per second, bursts of at most one second's worth "
                         "(default: as fast as confirms)")
-    p.add_argument("--window", type=int, default=1000, help="confirms in flight (default 1000)")
+    p.add_argument("--window", type=at_least(1), default=1000,
+                   help="confirms in flight (default 1000)")
     p.add_argument("--exchange", default="", help="publish through this exchange")
     p.add_argument("--exchange-type", choices=EXCHANGE_TYPES,
                    help="declare --exchange with this type first")
@@ -49,6 +51,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress line (default: when stderr is a terminal)")
     return p
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an integer not below `minimum` (a negative --count published nothing
+    and exited 0)."""
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return integer
+
+
+def as_argument(parse: Callable[[str], dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
+    """argparse type from a parser that raises ValueError: its message is the error (argparse
+    itself would print only the function's name)."""
+    def argument(text: str) -> dict[str, Any]:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return argument
 
 
 def positive_rate(text: str) -> float:
@@ -78,6 +107,8 @@ def run_cli(settings: Settings, stop: threading.Event, argv: list[str] | None = 
                       opts.exchange, parse_headers(opts.header))
     except ValueError as exc:
         parser.error(str(exc))
+    if opts.heavy_light and opts.args is not None:
+        parser.error("--heavy-light makes its own sleep tasks: --args would be ignored")
     tutorial = opts.count is None
     text = " ".join(opts.message) or "Hello World!"
     messages: Iterable[Outgoing] = (

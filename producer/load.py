@@ -65,7 +65,12 @@ def _task_for(spec: LoadSpec, index: int) -> tuple[str, dict[str, Any]]:
 
 
 def parse_args_json(raw: str) -> dict[str, Any]:
-    value = json.loads(raw)
+    """--args: a JSON object (RFC 8259: no NaN or Infinity, which `json.loads` would take
+    and the worker's decoder refuses). Raises ValueError naming what is wrong."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    value = json.loads(raw, parse_constant=refuse)
     if not isinstance(value, dict):
-        raise ValueError("--args must be a JSON object")
+        raise ValueError("must be a JSON object")
     return value

@@ -37,3 +37,25 @@ def test_every_message_has_its_own_id_and_the_route() -> None:
     assert len({m.properties.message_id for m in messages}) == 100
     assert {(m.exchange, m.routing_key) for m in messages} == {("topic_logs", "logs")}
     assert all(m.properties.headers == {"x": 1} for m in messages)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--count", "-1"], "argument --count: must be at least 0, got -1"),
+    (["--count", "ten"], "argument --count: must be an integer, got 'ten'"),
+    (["--size", "-5"], "argument --size: must be at least 0"),
+    (["--window", "0"], "argument --window: must be at least 1"),
+    (["--count", "1", "--args", "[1]"], "argument --args: must be a JSON object"),
+    (["--count", "1", "--args", '{"n": NaN}'], "argument --args: NaN is not JSON"),
+    (["--count", "1", "--heavy-light", "1", "0.1", "--args", "{}"], "would be ignored"),
+])
+def test_the_producer_refuses_bad_options_by_name(
+        argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+
+    from producer.cli import run_cli
+    from warren.settings import Settings
+
+    settings = Settings.from_env({"AMQP_URL": "amqp://u:p@127.0.0.1:1/%2F"})
+    with pytest.raises(SystemExit) as exited:
+        run_cli(settings, threading.Event(), argv)
+    assert exited.value.code == 2 and says in capsys.readouterr().err
