@@ -101,3 +101,20 @@ def test_dead_list_and_show_print_nothing_that_drives_a_terminal() -> None:
     assert listed.isprintable() and "\\x1b[31mRED" in listed
     assert _inert("one\x1b]0;owned\x07\r\ntwo\tthree") == "one\\x1b]0;owned\\x07\\r\ntwo\tthree"
     assert _when(2**62) == str(2**62) and _when(None) == "-"
+
+
+def test_a_body_over_max_body_bytes_is_listed_without_a_type() -> None:
+    """A worker parked it unread: `dead requeue --type sleep` must not pick it up as a
+    sleep task, bound to be parked again."""
+    import json
+
+    import pika
+
+    from warren.admin.dead import Parked
+    from warren.amqp import Message
+
+    body = json.dumps({"type": "sleep", "args": {"pad": "x" * 2000}}).encode()
+    message = Message(1, False, "", "task_queue.dead",
+                      pika.BasicProperties(content_type="application/json"), body)
+    assert Parked.of(message, max_body_bytes=1000).task_type == ""
+    assert Parked.of(message, max_body_bytes=len(body)).task_type == "sleep"

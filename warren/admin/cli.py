@@ -170,7 +170,8 @@ def _count(value: object) -> int:
 
 
 def dead_list(link: Link, settings: Settings, opts: argparse.Namespace) -> int:
-    found = dead.browse(link, settings.dead_queue, _filter(opts), opts.limit)
+    found = dead.browse(link, settings.dead_queue, _filter(opts), opts.limit,
+                        settings.max_body_bytes)
     _warn_of_read_counts(found, settings.dead_queue)
     if opts.json:
         print(json.dumps([p.to_dict() for p in found], indent=2))
@@ -184,7 +185,8 @@ def dead_list(link: Link, settings: Settings, opts: argparse.Namespace) -> int:
 
 
 def dead_show(link: Link, settings: Settings, opts: argparse.Namespace) -> int:
-    found = dead.browse(link, settings.dead_queue, dead.Filter(ids=frozenset({opts.id})), 1)
+    found = dead.browse(link, settings.dead_queue, dead.Filter(ids=frozenset({opts.id})), 1,
+                        settings.max_body_bytes)
     _warn_of_read_counts(found, settings.dead_queue)
     if not found:
         return _fail(f"error: no parked task with message id {opts.id!r} in "
@@ -211,17 +213,19 @@ def dead_move(link: Link, settings: Settings, opts: argparse.Namespace) -> int:
                      "parked task", ExitCode.USAGE)
     progress = _progress(opts)
     if opts.action == "requeue":
-        moved = dead.requeue(link, settings.dead_queue, settings.task_queue, match, progress)
+        moved = dead.requeue(link, settings.dead_queue, settings.task_queue, match, progress,
+                             settings.max_body_bytes)
         return _report({"requeued": moved}, opts, f"requeued {moved} to {settings.task_queue}")
     if not opts.yes:
-        count = len(dead.browse(link, settings.dead_queue, match))
+        count = len(dead.browse(link, settings.dead_queue, match,
+                                max_body_bytes=settings.max_body_bytes))
         try:
             answer = input(f"delete {count} parked task(s) from {settings.dead_queue}? [y/N] ")
         except EOFError:  # no terminal to ask (stdin closed): no is the answer
             answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             return _fail("nothing deleted", ExitCode.OK)
-    purged = dead.purge(link, settings.dead_queue, match, progress)
+    purged = dead.purge(link, settings.dead_queue, match, progress, settings.max_body_bytes)
     return _report({"purged": purged}, opts, f"purged {purged} from {settings.dead_queue}")
 
 

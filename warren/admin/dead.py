@@ -48,11 +48,14 @@ class Parked:
     body: bytes
 
     @classmethod
-    def of(cls, message: Message) -> Parked:
+    def of(cls, message: Message, max_body_bytes: int = sys.maxsize) -> Parked:
+        """`max_body_bytes`: the workers' MAX_BODY_BYTES; a larger body has no type, as
+        a worker parked it without reading one."""
         props = message.properties
         headers = props.headers or {}
-        return cls(text(props.message_id), _task_type(message), text(_str(headers.get(
-            REASON_HEADER))), _int(headers.get(ATTEMPTS_HEADER)),
+        task_type = _task_type(message, max_body_bytes)
+        return cls(text(props.message_id), task_type, text(_str(headers.get(REASON_HEADER))),
+            _int(headers.get(ATTEMPTS_HEADER)),
             _int(headers.get(FIRST_FAILED_HEADER)), _int(headers.get(LAST_FAILED_HEADER)),
             _int(props.timestamp), headers, message.body)
 
@@ -97,7 +100,8 @@ class Filter:
         return self == Filter()
 
 
-def browse(link: Link, queue: str, match: Filter, limit: int = 0) -> list[Parked]:
+def browse(link: Link, queue: str, match: Filter, limit: int = 0,
+           max_body_bytes: int = sys.maxsize) -> list[Parked]:
     """Parked messages that match, oldest first, none removed (`limit` 0: all)."""
     found: list[Parked] = []
     with _reading(link, queue) as (channel, ready):
@@ -105,7 +109,7 @@ def browse(link: Link, queue: str, match: Filter, limit: int = 0) -> list[Parked
             message = channel.get(queue)
             if message is None:
                 break
-            parked = Parked.of(message)
+            parked = Parked.of(message, max_body_bytes)
             if match(parked):
                 found.append(parked)
                 if limit and len(found) >= limit:
@@ -114,7 +118,8 @@ def browse(link: Link, queue: str, match: Filter, limit: int = 0) -> list[Parked
 
 
 def requeue(link: Link, queue: str, task_queue: str, match: Filter,
-            progress: Callable[[int, int], None] = lambda _done, _of: None) -> int:
+            progress: Callable[[int, int], None] = lambda _done, _of: None,
+            max_body_bytes: int = sys.maxsize) -> int:
     """Move matching messages back to `task_queue` with their attempts reset; returns how
     many. Headers warren or the broker added on the way (reason, attempts, failure times,
     x-death) are left off; everything else goes as it came."""
@@ -126,11 +131,12 @@ def requeue(link: Link, queue: str, task_queue: str, match: Filter,
 
     with _reading(link, task_queue):  # a clear error now if the task queue is missing
         pass
-    return _in_batches(link, queue, match, move, progress)
+    return _in_batches(link, queue, match, move, progress, max_body_bytes)
 
 
 def purge(link: Link, queue: str, match: Filter,
-          progress: Callable[[int, int], None] = lambda _done, _of: None) -> int:
+          progress: Callable[[int, int], None] = lambda _done, _of: None,
+          max_body_bytes: int = sys.maxsize) -> int:
     """Delete matching parked messages; returns how many."""
     if match.everything:
         channel = link.channel(f"purging {queue!r}")
@@ -138,12 +144,13 @@ def purge(link: Link, queue: str, match: Filter,
             return channel.queue_purge(queue)
         finally:
             channel.close()
-    return _in_batches(link, queue, match, lambda ch, m: ch.ack(m.tag), progress)
+    return _in_batches(link, queue, match, lambda ch, m: ch.ack(m.tag), progress,
+                       max_body_bytes)
 
 
 def _in_batches(link: Link, queue: str, match: Filter,
                 act: Callable[[Channel, Message], None],
-                progress: Callable[[int, int], None]) -> int:
+                progress: Callable[[int, int], None], max_body_bytes: int) -> int:
     done = 0
     with _reading(link, queue) as (channel, ready):
         channel.transactional()
@@ -155,7 +162,7 @@ def _in_batches(link: Link, queue: str, match: Filter,
                     ready = looked
                     break
                 looked += 1
-                if match(Parked.of(message)):
+                if match(Parked.of(message, max_body_bytes)):
                     act(channel, message)
                     done += 1
                 # a message that does not match stays unacked: back in place at the end
@@ -174,12 +181,12 @@ def _reading(link: Link, queue: str) -> Iterator[tuple[Channel, int]]:
         channel.close()
 
 
-def _task_type(message: Message) -> str:
+def _task_type(message: Message, max_body_bytes: int) -> str:
     """The type a worker reads in the message, by the worker's own decoding (content type
     included: invalid JSON sent as application/json is no task, not the tutorial's dots);
     "" for a message it cannot decode, whose parked reason says why."""
     try:
-        return text(decode_message(message, max_bytes=sys.maxsize).type)  # shown on terminals
+        return text(decode_message(message, max_bytes=max_body_bytes).type)  # shown on terminals
     except MalformedMessage:
         return ""
 
