@@ -80,6 +80,7 @@ class Worker:
         self._session = 0
         self._consumer_tag = ""
         self._prefetch_changed_at = 0.0
+        self._prefetch_change_due = False
         self._counts: dict[str, int] = dict.fromkeys(metrics.OUTCOMES, 0)
         self._quorum = settings.queue_type == "quorum"
         self._stop_deadline = 0.0
@@ -135,7 +136,8 @@ class Worker:
     def _consume(self, prefetch: int) -> None:
         assert self._channel is not None
         self._channel.qos(prefetch)
-        self._consumer_tag = self._channel.consume(self.settings.task_queue, self._on_message)
+        self._consumer_tag = self._channel.consume(self.settings.task_queue, self._on_message,
+                                                   in_io_pass=True)
         metrics.PREFETCH.set(prefetch)
 
     def tick(self) -> None:
@@ -356,13 +358,23 @@ class Worker:
             return
         for _, outcome in batch:
             self.adaptive.observe(outcome.duration_s)
-        new = self.adaptive.change()
         now = time.monotonic()
-        if new is None or now - self._prefetch_changed_at < MIN_CHANGE_INTERVAL_S:
+        if (self._prefetch_change_due or self.adaptive.change() is None
+                or now - self._prefetch_changed_at < MIN_CHANGE_INTERVAL_S):
             return
         self._prefetch_changed_at = now
-        # A consumer's prefetch is fixed when it starts: re-consume with the new one.
-        # pika hands back (requeues) deliveries that arrived but were not yet dispatched.
+        self._prefetch_change_due = True
+        # Deliveries run inside pika's I/O pass, where the link takes no synchronous call.
+        assert self._link is not None
+        self._link.call_later(0, partial(self._change_prefetch, self._session))
+
+    def _change_prefetch(self, session: int) -> None:
+        """A consumer's prefetch is fixed when it starts: re-consume with the new one.
+        Not once the drain has begun (`stop`): the consumer is cancelled for good then."""
+        self._prefetch_change_due = False
+        new = self.adaptive.change() if self.adaptive else None
+        if new is None or session != self._session or self._channel is None or self.stop.is_set():
+            return
         self._channel.cancel(self._consumer_tag)
         self.adaptive.current = new
         self._consume(new)
