@@ -348,6 +348,8 @@ class Worker:
             for tag in tags:
                 self._channel.ack(tag)
         self._forget(tags)
+        if self.prefetch == 1 and self._link is not None:
+            self._link.flush()  # the broker sends the next task only once it has this ack
 
     def _forget(self, tags: list[int]) -> None:
         for tag in tags:

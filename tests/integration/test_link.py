@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pika
@@ -121,3 +122,79 @@ def test_serve_returns_on_a_delivery_at_once_and_when_idle_within_its_bound(
         assert time.monotonic() - started < 2.0, "a delivery did not end the wait"
     finally:
         link.close()
+
+
+def test_an_in_io_pass_consumer_gets_every_delivery_and_a_cancel_hands_none_back(
+        amqp_url: str) -> None:
+    """`in_io_pass`: deliveries reach `on_message` from inside pika's read, with a time-
+    limited pump as the only driver; a cancel still flags nothing redelivered."""
+    queue = "link_in_io_pass"
+    _fill(amqp_url, queue)
+    link = Link(pika.BlockingConnection(pika.URLParameters(amqp_url)))
+    try:
+        channel = link.channel("consuming link_in_io_pass")
+        channel.qos(MESSAGES // 2)
+        received: list[Message] = []
+        tag = channel.consume(queue, received.append, in_io_pass=True)
+        deadline = time.monotonic() + 5
+        while len(received) < MESSAGES // 2 and time.monotonic() < deadline:
+            link.pump(0.05)
+        assert len(received) == MESSAGES // 2, "the prefetch window did not fill"
+        channel.cancel(tag)
+        for message in received:
+            channel.ack(message.tag)
+        link.pump(0.2)
+        left = _drain_flags(amqp_url, queue)
+        assert [m.body for m in received] == [str(n).encode() for n in range(len(received))]
+        assert len(received) + len(left) == MESSAGES
+        assert not any(left) and not any(m.redelivered for m in received)
+    finally:
+        link.close()
+
+
+def _cut(link: Link) -> None:
+    """End the TCP connection under pika, as a killed process would: whatever pika still
+    holds unsent is lost, what the kernel has is delivered before the FIN."""
+    link._connection._impl._transport._sock.shutdown(socket.SHUT_RDWR)
+
+
+def _ready_once_gone(url: str, queue: str) -> int:
+    """Ready messages in `queue` once its consumer's connection is gone (and what that
+    connection held unacked is back in the queue)."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = conn.channel()
+        deadline = time.monotonic() + 10
+        while True:
+            result = channel.queue_declare(queue, passive=True).method
+            if result.consumer_count == 0 or time.monotonic() > deadline:
+                return int(result.message_count)
+            time.sleep(0.05)
+    finally:
+        conn.close()
+
+
+def test_flush_sends_an_ack_at_once_without_a_pump(amqp_url: str) -> None:
+    """A worker at prefetch 1 flushes its ack: the broker sends the next task only once it
+    has it. Acked and flushed, then cut off: the message is gone. Acked, not flushed (the
+    control): the ack was still in pika's buffer, and the broker requeues the message."""
+    for flush, expected_ready in ((True, 0), (False, 1)):
+        queue = f"link_flush_{flush}"
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        conn.channel().queue_declare(queue, durable=True)
+        conn.channel().basic_publish("", queue, b"task")
+        conn.close()
+        link = Link(pika.BlockingConnection(pika.URLParameters(amqp_url)))
+        channel = link.channel(f"consuming {queue}")
+        channel.qos(1)
+        received: list[Message] = []
+        channel.consume(queue, received.append, in_io_pass=True)
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            link.pump(0.05)
+        assert received, "the message never arrived"
+        channel.ack(received[0].tag)
+        if flush:
+            link.flush()
+        _cut(link)
+        assert _ready_once_gone(amqp_url, queue) == expected_ready, f"flush={flush}"
