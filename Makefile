@@ -13,7 +13,7 @@ test:   ## ruff, then every test suite against a real broker
 lint:
 	scripts/bootstrap.sh && .venv/bin/ruff check .
 
-bench:  ## benchmarks: tables, JSON and plots in bench/results/ (drain alone: 14 minutes here, 2026-12-07)
+bench:  ## benchmarks: tables, JSON and plots in bench/results/ (drain alone: 17 minutes here, 2026-12-07)
 	scripts/bootstrap.sh && .venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m bench $(ARGS)
 
 partition:  ## network partitions: 3-node clusters on test hosts (netns), full plan, 3.10 and 4.3 side by side (root; ~40 min)
