@@ -188,6 +188,7 @@ class Worker:
         metrics.CONNECTED.set(0)
         self._unsettled.clear()  # the broker requeues whatever the lost connection held
         self._link = self._channel = None
+        self._prefetch_change_due = False  # its timer went with the connection
 
     # -- deliveries -----------------------------------------------------------------------
     def _on_message(self, message: Message) -> None:

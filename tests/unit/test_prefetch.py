@@ -51,3 +51,38 @@ def test_never_fewer_deliveries_than_lanes(task_s: float | None) -> None:
 def test_the_floor_stays_within_prefetch_max() -> None:
     assert AdaptivePrefetch(2, lanes=8).target() == 2
     assert settle(0.0001, max_prefetch=64).target() == 64
+
+
+class _TimerLink:
+    """Records what the worker schedules on it (the worker's own logic, no broker)."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[object] = []
+
+    def call_later(self, _delay_s: float, callback: object) -> object:
+        self.scheduled.append(callback)
+        return callback
+
+
+def test_a_prefetch_change_lost_with_its_connection_is_scheduled_again_on_the_next() -> None:
+    """The change runs from a timer of the connection; a connection lost before it rang
+    must not leave the change "due" for good (the worker would never adapt again)."""
+    import threading
+
+    from warren.health import Health
+    from warren.settings import Settings
+    from worker.consumer import Worker
+    from worker.execution import Outcome
+    from worker.tasks import registry
+
+    settings = Settings.from_env({"AMQP_URL": "amqp://guest:guest@127.0.0.1:1/%2F",
+                                  "PREFETCH": "auto"})
+    worker = Worker(settings, Health(), threading.Event(), registry)
+    quick = [(None, Outcome("done", "noop", "", 0.0001))]
+    for session in (1, 2):
+        link = _TimerLink()
+        worker._link, worker._channel, worker._session = link, object(), session  # type: ignore[assignment]
+        worker._prefetch_changed_at -= 2  # past MIN_CHANGE_INTERVAL_S
+        worker._adapt_prefetch(quick)  # type: ignore[arg-type]
+        assert len(link.scheduled) == 1, f"session {session}: no prefetch change scheduled"
+        worker.closed()  # the connection goes before the timer rang
