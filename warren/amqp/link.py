@@ -234,9 +234,10 @@ class Channel:
         By default a delivery is queued and `on_message` runs once pika's I/O pass is over,
         which ends `pump(None)`. With `in_io_pass`, it runs as soon as pika has read the
         delivery, inside the pass: pika's per-delivery event and dispatch machinery is
-        skipped, 20-30 µs of CPU per delivery (a one-consumer drain of 20,000 no-op tasks
-        at prefetch 1 from a local 3.10 node, process CPU from /proc, 2026-12-07: 104-109
-        µs per task against the tutorial consumer's 114-136). `on_message` must then make
+        skipped, 20-30 µs of CPU per delivery (an ad-hoc consumer that only acks, taking its
+        deliveries this way, draining 20,000 no-op tasks at prefetch 1 from a local 3.10
+        node, process CPU from /proc, 2026-12-07: 104-109 µs per task against the
+        tutorial consumer's 114-136). `on_message` must then make
         no synchronous call on this link (pika's poll is not re-entrant): defer those with
         `link.call_later(0, ...)`; and `pump(None)` no longer returns for a delivery.
         """
