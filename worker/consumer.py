@@ -362,8 +362,14 @@ class Worker:
         for _, outcome in batch:
             self.adaptive.observe(outcome.duration_s)
         now = time.monotonic()
-        if (self._prefetch_change_due or self.adaptive.change() is None
-                or now - self._prefetch_changed_at < MIN_CHANGE_INTERVAL_S):
+        change = self.adaptive.change()
+        if self._prefetch_change_due or change is None:
+            return
+        # Opening waits out the interval (each change is a cancel and a consume); closing
+        # does not: every moment at the wider prefetch takes deliveries that a slow task
+        # would hold back from idle workers.
+        opening = change > self.adaptive.current
+        if opening and now - self._prefetch_changed_at < MIN_CHANGE_INTERVAL_S:
             return
         self._prefetch_changed_at = now
         self._prefetch_change_due = True

@@ -7,6 +7,12 @@ slowest of the last WINDOW tasks, as a power of two between 1 and
 PREFETCH_MAX. Judging by the slowest keeps a mix of heavy and light tasks at
 prefetch 1 (fair), while a run of tiny tasks opens the window; the work held
 is bounded by HOLD_S (plus the one task running) and by PREFETCH_MAX messages.
+
+The window opens only once WINDOW tasks were seen: opened on the first task, a
+worker whose first task was light took 8 deliveries of the heavy/light
+alternation and held its heavy ones while the others idled (4 workers: makespan
+1.07-1.11 of ideal in 4 of 4 runs, 2026-12-07). The WINDOW tasks cost a few
+milliseconds of round trips at the start of a drain of tiny tasks.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ class AdaptivePrefetch:
         return max(self.recent) if self.recent else None
 
     def target(self) -> int:
-        if not self.recent:
+        if len(self.recent) < WINDOW:
             return self.floor
         room = self.hold_s / max(max(self.recent), 1e-6)
         if room < 2:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.prefetch import HOLD_S, AdaptivePrefetch
+from worker.prefetch import HOLD_S, WINDOW, AdaptivePrefetch
 
 
 def settle(duration_s: float, n: int = 20, max_prefetch: int = 64) -> AdaptivePrefetch:
@@ -14,6 +14,14 @@ def settle(duration_s: float, n: int = 20, max_prefetch: int = 64) -> AdaptivePr
 
 def test_starts_at_one_until_a_task_was_seen() -> None:
     assert AdaptivePrefetch(64).target() == 1
+
+
+def test_the_window_opens_only_once_it_is_full() -> None:
+    """A light first task must not open the window: the next deliveries may be heavy."""
+    p = settle(0.0001, n=WINDOW - 1)
+    assert p.target() == 1
+    p.observe(0.0001)
+    assert p.target() == 64
 
 
 @pytest.mark.parametrize(("task_s", "expected"), [
@@ -64,25 +72,53 @@ class _TimerLink:
         return callback
 
 
-def test_a_prefetch_change_lost_with_its_connection_is_scheduled_again_on_the_next() -> None:
-    """The change runs from a timer of the connection; a connection lost before it rang
-    must not leave the change "due" for good (the worker would never adapt again)."""
+def _auto_worker() -> object:
     import threading
 
     from warren.health import Health
     from warren.settings import Settings
     from worker.consumer import Worker
-    from worker.execution import Outcome
     from worker.tasks import registry
 
     settings = Settings.from_env({"AMQP_URL": "amqp://guest:guest@127.0.0.1:1/%2F",
                                   "PREFETCH": "auto"})
-    worker = Worker(settings, Health(), threading.Event(), registry)
-    quick = [(None, Outcome("done", "noop", "", 0.0001))]
+    return Worker(settings, Health(), threading.Event(), registry)
+
+
+def _finished(duration_s: float, n: int = WINDOW) -> list[object]:
+    from worker.execution import Outcome
+
+    return [(None, Outcome("done", "noop", "", duration_s))] * n
+
+
+def test_a_prefetch_change_lost_with_its_connection_is_scheduled_again_on_the_next() -> None:
+    """The change runs from a timer of the connection; a connection lost before it rang
+    must not leave the change "due" for good (the worker would never adapt again)."""
+    worker = _auto_worker()
     for session in (1, 2):
         link = _TimerLink()
-        worker._link, worker._channel, worker._session = link, object(), session  # type: ignore[assignment]
-        worker._prefetch_changed_at -= 2  # past MIN_CHANGE_INTERVAL_S
-        worker._adapt_prefetch(quick)  # type: ignore[arg-type]
+        worker._link, worker._channel, worker._session = link, object(), session  # type: ignore[attr-defined]
+        worker._prefetch_changed_at -= 2  # type: ignore[attr-defined]  # past the interval
+        worker._adapt_prefetch(_finished(0.0001))  # type: ignore[attr-defined]
         assert len(link.scheduled) == 1, f"session {session}: no prefetch change scheduled"
-        worker.closed()  # the connection goes before the timer rang
+        worker.closed()  # type: ignore[attr-defined]  # the connection goes before the timer rang
+
+
+def test_closing_the_window_waits_for_no_interval_and_opening_does() -> None:
+    """Right after a change, a slow task closes the window at once (held deliveries are
+    what makes a heavy/light mix unfair); a fast run may open it only after the interval."""
+    import time
+
+    worker = _auto_worker()
+    link = _TimerLink()
+    worker._link, worker._channel = link, object()  # type: ignore[attr-defined]
+    worker.adaptive.current = 8  # type: ignore[attr-defined]
+    worker._prefetch_changed_at = time.monotonic()  # type: ignore[attr-defined]  # just opened
+    worker._adapt_prefetch(_finished(0.2, n=1))  # type: ignore[attr-defined]
+    assert len(link.scheduled) == 1, "a slow task did not close the window at once"
+    worker._prefetch_change_due = False  # type: ignore[attr-defined]  # as if the timer ran
+    worker.adaptive.current = 1  # type: ignore[attr-defined]
+    worker._prefetch_changed_at = time.monotonic()  # type: ignore[attr-defined]
+    worker.adaptive.recent.clear()  # type: ignore[attr-defined]
+    worker._adapt_prefetch(_finished(0.0001))  # type: ignore[attr-defined]
+    assert len(link.scheduled) == 1, "the window opened again within the interval"
