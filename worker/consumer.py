@@ -80,7 +80,7 @@ class Worker:
         self._session = 0
         self._consumer_tag = ""
         self._prefetch_changed_at = 0.0
-        self._prefetch_change_due = False
+        self._prefetch_due: int | None = None  # the prefetch a pending change applies
         self._counts: dict[str, int] = dict.fromkeys(metrics.OUTCOMES, 0)
         self._quorum = settings.queue_type == "quorum"
         self._stop_deadline = 0.0
@@ -188,7 +188,7 @@ class Worker:
         metrics.CONNECTED.set(0)
         self._unsettled.clear()  # the broker requeues whatever the lost connection held
         self._link = self._channel = None
-        self._prefetch_change_due = False  # its timer went with the connection
+        self._prefetch_due = None  # its timer went with the connection
 
     # -- deliveries -----------------------------------------------------------------------
     def _on_message(self, message: Message) -> None:
@@ -359,30 +359,35 @@ class Worker:
     def _adapt_prefetch(self, batch: list[Finished]) -> None:
         if self.adaptive is None or self._channel is None:
             return
-        for _, outcome in batch:
-            self.adaptive.observe(outcome.duration_s)
-        now = time.monotonic()
-        change = self.adaptive.change()
-        if self._prefetch_change_due or change is None:
+        lowest = self.adaptive.observe_all(outcome.duration_s for _, outcome in batch)
+        current = self.adaptive.current
+        wanted = lowest if lowest < current else self.adaptive.target()
+        if self._prefetch_due is not None:  # a change is on its way: it applies the lower
+            self._prefetch_due = min(self._prefetch_due, wanted)
             return
         # Opening waits out the interval (each change is a cancel and a consume); closing
         # does not: every moment at the wider prefetch takes deliveries that a slow task
         # would hold back from idle workers.
-        opening = change > self.adaptive.current
-        if opening and now - self._prefetch_changed_at < MIN_CHANGE_INTERVAL_S:
+        now = time.monotonic()
+        if wanted == current or (wanted > current
+                                 and now - self._prefetch_changed_at < MIN_CHANGE_INTERVAL_S):
             return
         self._prefetch_changed_at = now
-        self._prefetch_change_due = True
+        self._prefetch_due = wanted
         # Deliveries run inside pika's I/O pass, where the link takes no synchronous call.
         assert self._link is not None
         self._link.call_later(0, partial(self._change_prefetch, self._session))
 
     def _change_prefetch(self, session: int) -> None:
-        """A consumer's prefetch is fixed when it starts: re-consume with the new one.
-        Not once the drain has begun (`stop`): the consumer is cancelled for good then."""
-        self._prefetch_change_due = False
-        new = self.adaptive.change() if self.adaptive else None
-        if new is None or session != self._session or self._channel is None or self.stop.is_set():
+        """A consumer's prefetch is fixed when it starts: re-consume with the new one, never
+        wider than when it was scheduled (only a close skips the interval). Not once the
+        drain has begun (`stop`): the consumer is cancelled for good then."""
+        due, self._prefetch_due = self._prefetch_due, None
+        if (due is None or self.adaptive is None or session != self._session
+                or self._channel is None or self.stop.is_set()):
+            return
+        new = min(due, self.adaptive.target())
+        if new == self.adaptive.current:
             return
         self._channel.cancel(self._consumer_tag)
         self.adaptive.current = new

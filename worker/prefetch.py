@@ -12,13 +12,16 @@ The window opens only once WINDOW tasks were seen: opened on the first task, a
 worker whose first task was light took 8 deliveries of the heavy/light
 alternation and held its heavy ones while the others idled (4 workers: makespan
 1.07-1.11 of ideal in 4 of 4 runs, 2026-12-07). The WINDOW tasks cost a few
-milliseconds of round trips at the start of a drain of tiny tasks.
+milliseconds of round trips at the start of a drain of tiny tasks. A batch of
+results is judged at every task in it (`observe_all`), so a slow task settled
+together with a window's worth of fast ones still closes the window.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 HOLD_S = 0.25
@@ -46,6 +49,16 @@ class AdaptivePrefetch:
     def observe(self, duration_s: float) -> None:
         self.recent.append(duration_s)
 
+    def observe_all(self, durations: Iterable[float]) -> int:
+        """Record a batch of task times (seconds); returns the lowest target any point of
+        the batch called for. A worker settles in batches: a slow task followed by a
+        window's worth of fast ones in one batch must still close the window."""
+        lowest = self.max_prefetch
+        for duration_s in durations:
+            self.recent.append(duration_s)
+            lowest = min(lowest, self.target())
+        return lowest
+
     @property
     def slowest_s(self) -> float | None:
         return max(self.recent) if self.recent else None
@@ -57,8 +70,3 @@ class AdaptivePrefetch:
         if room < 2:
             return self.floor
         return max(self.floor, min(self.max_prefetch, 1 << int(math.log2(room))))
-
-    def change(self) -> int | None:
-        """The new prefetch when it should change, else None."""
-        target = self.target()
-        return None if target == self.current else target

@@ -40,11 +40,12 @@ def test_the_heavy_light_mix_stays_at_one() -> None:
     assert p.target() == 1
 
 
-def test_change_reports_only_a_different_target() -> None:
-    p = settle(0.001)
-    assert p.change() == 64
-    p.current = 64
-    assert p.change() is None
+def test_a_slow_task_in_a_batch_counts_however_many_fast_ones_follow_it() -> None:
+    """Found by the fresh replay: 16 fast results settled with a slow one pushed it out of
+    the window before anything was decided, and the window stayed open."""
+    p = settle(0.0001)
+    assert p.observe_all([0.3] + [0.0001] * 20) == 1
+    assert p.target() == 64  # the window itself has moved on; the batch's verdict stands
 
 
 @pytest.mark.parametrize("task_s", [None, 0.2, 1.0, 30.0])
@@ -116,9 +117,45 @@ def test_closing_the_window_waits_for_no_interval_and_opening_does() -> None:
     worker._prefetch_changed_at = time.monotonic()  # type: ignore[attr-defined]  # just opened
     worker._adapt_prefetch(_finished(0.2, n=1))  # type: ignore[attr-defined]
     assert len(link.scheduled) == 1, "a slow task did not close the window at once"
-    worker._prefetch_change_due = False  # type: ignore[attr-defined]  # as if the timer ran
+    worker._prefetch_due = None  # type: ignore[attr-defined]  # as if the timer ran
     worker.adaptive.current = 1  # type: ignore[attr-defined]
     worker._prefetch_changed_at = time.monotonic()  # type: ignore[attr-defined]
     worker.adaptive.recent.clear()  # type: ignore[attr-defined]
     worker._adapt_prefetch(_finished(0.0001))  # type: ignore[attr-defined]
     assert len(link.scheduled) == 1, "the window opened again within the interval"
+
+
+class _Channel:
+    def cancel(self, _tag: str) -> None:
+        pass
+
+
+def test_a_scheduled_close_applies_no_wider_prefetch_when_its_timer_runs() -> None:
+    """Found by the fresh replay: fast results settled between scheduling a close and its
+    timer made the timer open the window, skipping the interval."""
+    import time
+
+    worker = _auto_worker()
+    link = _TimerLink()
+    worker._link, worker._channel = link, _Channel()  # type: ignore[attr-defined]
+    worker._consume = lambda prefetch: None  # type: ignore[attr-defined]  # no broker
+    worker.adaptive.current = 8  # type: ignore[attr-defined]
+    worker._prefetch_changed_at = time.monotonic()  # type: ignore[attr-defined]
+    worker._adapt_prefetch(_finished(0.0001) + _finished(0.3, n=1))  # type: ignore[attr-defined]
+    worker._adapt_prefetch(_finished(0.0001, n=40))  # type: ignore[attr-defined]
+    [change] = link.scheduled
+    change()  # type: ignore[operator]
+    assert worker.adaptive.current == 1  # type: ignore[attr-defined]
+
+
+def test_the_worker_closes_for_a_slow_task_settled_among_many_fast_ones() -> None:
+    worker = _auto_worker()
+    link = _TimerLink()
+    worker._link, worker._channel = link, _Channel()  # type: ignore[attr-defined]
+    worker._consume = lambda prefetch: None  # type: ignore[attr-defined]  # no broker
+    worker.adaptive.current = 64  # type: ignore[attr-defined]
+    worker.adaptive.recent.extend([0.0001] * WINDOW)  # type: ignore[attr-defined]
+    worker._adapt_prefetch(_finished(0.3, n=1) + _finished(0.0001, n=20))  # type: ignore[attr-defined]
+    assert len(link.scheduled) == 1, "the slow task was not seen"
+    link.scheduled[0]()  # type: ignore[operator]
+    assert worker.adaptive.current == 1  # type: ignore[attr-defined]
