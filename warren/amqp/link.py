@@ -131,6 +131,11 @@ class Link:
         pika does not count as a dispatch (a confirm, say)."""
         self.call_threadsafe(_nothing)
 
+    def release(self, channel: Channel) -> None:
+        """Forget a channel closed before the link (nothing is left to tidy at `close`)."""
+        with contextlib.suppress(ValueError):
+            self._channels.remove(channel)
+
     def call_later(self, delay_s: float, callback: Callable[[], None]) -> object:
         """A timer on the link's own thread; returns a handle for `cancel_timer`."""
         return self._connection.call_later(delay_s, callback)
@@ -351,6 +356,7 @@ class Channel:
                                  message.properties, mandatory=mandatory)
 
     def close(self) -> None:
+        self.link.release(self)
         if self._blocking.is_open:
             with contextlib.suppress(*RECOVERABLE):
                 self._blocking.close()

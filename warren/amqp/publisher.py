@@ -7,7 +7,8 @@ queue at its length limit with `reject-publish`, a broker short of something) is
 refusal that may succeed later: the message goes again after a delay that grows with
 each nack in a row, capped. Refusals that cannot succeed (403, 404, a 406 for a message
 too large) close the channel; the session loop raises them as Refused. A resource alarm
-blocks the connection: nothing more is sent until it lifts.
+blocks the connection: nothing more is sent until it lifts. A channel whose publishes
+are all refused for RENEW_AFTER_S is replaced by a new one (see there).
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ log = structlog.get_logger("warren.amqp")
 
 # What a refusal of a publish means (AMQP 0-9-1 reply codes).
 PUBLISH_REFUSALS = {403: ExitCode.NOPERM, 404: ExitCode.CONFIG, 406: ExitCode.DATAERR}
+
+# Nacked this long with no ack in between, the channel is replaced and what it held is sent
+# again on the new one. RabbitMQ 3.10 keeps refusing every publish of a channel whose first
+# publish to a quorum queue came while the queue's record still named a leader that had just
+# died: rabbit_fifo_client:enqueue/3 (3.10.8) asks that node for its machine version, gets
+# {badrpc, nodedown}, answers reject_publish and asks the same node again next time, for as
+# long as the channel lives. A new channel reads the record afresh. A queue at its length
+# limit with overflow=reject-publish costs one channel open per RENEW_AFTER_S.
+RENEW_AFTER_S = 5.0
 
 
 @dataclass
@@ -64,6 +74,10 @@ class Publisher:
         self._channel: Channel | None = None
         self._next_tag = 0
         self._nack_backoff = Backoff(base_s=0.1)
+        self._link: Link | None = None
+        self._nacked_since: float | None = None  # first nack since the last ack
+        self._renewal: object | None = None  # the timer of a due renewal
+        self.renewals = 0  # channels replaced for refusing everything
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -82,20 +96,45 @@ class Publisher:
 
     # -- links ---------------------------------------------------------------------------
     def attach(self, link: Link) -> None:
-        channel = link.channel(self.purpose)
-        channel.watch(PUBLISH_REFUSALS)
-        channel.on_return(self._on_return)
-        channel.confirm(self._on_confirm)
         link.on_blocked(self._on_blocked)
-        self._channel, self._next_tag, self.blocked = channel, 0, False
+        self._link, self.blocked = link, False
+        self._open_channel(link)
         self.flush()
 
     def detach(self) -> None:
         """The link is gone: what it left unconfirmed waits to be sent again, oldest first."""
+        self._requeue_in_flight()
+        self._channel = self._link = self._renewal = self._nacked_since = None
+
+    def _requeue_in_flight(self) -> None:
         self._waiting.extendleft((s.message, s.token, 0.0)
                                  for s in reversed(self._pending.values()))
         self._pending.clear()
-        self._channel = None
+
+    def _open_channel(self, link: Link) -> None:
+        channel = link.channel(self.purpose)
+        channel.watch(PUBLISH_REFUSALS)
+        channel.on_return(self._on_return)
+        channel.confirm(self._on_confirm)
+        self._channel, self._next_tag, self._nacked_since = channel, 0, None
+
+    def _renew(self) -> None:
+        """Replace a channel that refused everything for RENEW_AFTER_S (a timer: opening a
+        channel is a synchronous call, not allowed inside the I/O pass a nack arrives in)."""
+        self._renewal = None
+        link, old = self._link, self._channel
+        if link is None or old is None or not link.is_open or self._nacked_since is None:
+            return
+        log.warning("publish_channel_renewed", purpose=self.purpose,
+                    nacked_for_s=round(time.monotonic() - self._nacked_since, 1))
+        self.renewals += 1
+        self._requeue_in_flight()
+        self._waiting = deque((m, token, 0.0) for m, token, _ in self._waiting)
+        self._nack_backoff.reset()
+        self._channel = None  # what the old channel still says while closing concerns no one
+        old.close()
+        self._open_channel(link)
+        self.flush()
 
     # -- sending -------------------------------------------------------------------------
     def submit(self, message: Outgoing, token: object = None) -> None:
@@ -138,6 +177,7 @@ class Publisher:
         now = time.monotonic()
         # One nack frame (one refusal, however many messages it covers) grows the delay once.
         due = now if acked else now + self._nack_backoff.next_delay()
+        self._note_refusals(acked, now)
         for sent in self._take(tag, multiple):
             if not acked:
                 self.events.nacked(sent.message, sent.token)
@@ -149,6 +189,15 @@ class Publisher:
                 self.events.confirmed(sent.message, sent.token, now - sent.sent_at)
         self.events.settled()
         self.flush()
+
+    def _note_refusals(self, acked: bool, now: float) -> None:
+        if acked:
+            self._nacked_since = None
+        elif self._nacked_since is None:
+            self._nacked_since = now
+        elif (now - self._nacked_since >= RENEW_AFTER_S and self._renewal is None
+              and self._link is not None):
+            self._renewal = self._link.call_later(0, self._renew)
 
     def _take(self, tag: int, multiple: bool) -> list[_Sent]:
         if not multiple:
