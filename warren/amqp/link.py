@@ -10,6 +10,7 @@ a second; frames sent through the core leave together on the link's next `pump`.
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -52,6 +53,7 @@ class Link:
         self._blocked = False
         self._alarm: object | None = None  # the standing timer of `serve`
         self.on_blocked(self._set_blocked)
+        _coalesce_sends(connection)
 
     @property
     def is_open(self) -> bool:
@@ -161,6 +163,51 @@ class Link:
 
     def _set_blocked(self, blocked: bool) -> None:
         self._blocked = blocked
+
+
+SEND_BYTES = 128 * 1024  # most bytes one coalesced send carries
+
+
+def _coalesce_sends(connection: BlockingConnection) -> None:
+    """Send the frames queued since the last pass in as few `send` calls as fit.
+
+    pika queues every frame as its own buffer and sends each with its own `send`: a
+    publish is three (method, header, body), so an RPC call cost its client three
+    syscalls and the server four with the ack. The transport's `_produce` (pika's own
+    loop: partial sends, EAGAIN, errors) now first joins runs of queued frames into
+    buffers of up to SEND_BYTES. Plaintext only: a TLS transport's retried writes must
+    repeat the buffer they started with.
+    """
+    transport = getattr(connection._impl, "_transport", None)
+    if not isinstance(transport, _AsyncPlaintextTransport):
+        return
+    produce = transport._produce
+
+    def coalescing_produce() -> None:
+        _join_runs(transport._tx_buffers)
+        produce()
+
+    transport._produce = coalescing_produce  # type: ignore[method-assign]
+
+
+def _join_runs(buffers: deque[bytes]) -> None:
+    """Join `buffers` in place into runs of at least SEND_BYTES (the last may be less),
+    order kept; peak extra memory is one run."""
+    if len(buffers) < 2:
+        return
+    joined: deque[bytes] = deque()
+    run: list[bytes] = []
+    size = 0
+    while buffers:
+        chunk = buffers.popleft()
+        run.append(chunk)
+        size += len(chunk)
+        if size >= SEND_BYTES:
+            joined.append(b"".join(run))
+            run, size = [], 0
+    if run:
+        joined.append(b"".join(run))
+    buffers.extend(joined)
 
 
 def _nothing() -> None:
