@@ -175,8 +175,11 @@ def _coalesce_sends(connection: BlockingConnection) -> None:
     publish is three (method, header, body), so an RPC call cost its client three
     syscalls and the server four with the ack. The transport's `_produce` (pika's own
     loop: partial sends, EAGAIN, errors) now first joins runs of queued frames into
-    buffers of up to SEND_BYTES. Plaintext only: a TLS transport's retried writes must
-    repeat the buffer they started with.
+    buffers of up to SEND_BYTES. 4 RpcClient threads x 100 calls in flight on 2
+    rpc_servers (local 3.10 node, 2026-12-07, interleaved A/B, medians of 4 rounds):
+    8,258 calls/s with it, 5,230 without; CPU per call fell in the client (95 -> 68 µs),
+    the servers (95 -> 67) and the broker (155 -> 82, fewer TCP segments). Plaintext
+    only: a TLS transport's retried writes must repeat the buffer they started with.
     """
     transport = getattr(connection._impl, "_transport", None)
     if not isinstance(transport, _AsyncPlaintextTransport):
