@@ -45,9 +45,23 @@ class RpcClient:
         self._replies: dict[str, bytes] = {}
         self._returned: dict[str, str] = {}
         self._waiting: set[str] = set()
+        self._listen()
+
+    def _listen(self) -> None:
         # Direct reply-to requires auto-ack consumption on the publishing channel.
         self._channel.consume(self._reply_to, self._on_reply, auto_ack=True)
         self._channel.on_return(self._on_return)
+
+    def _renew_channel(self) -> None:
+        """After a timeout, the next call goes on a new channel: RabbitMQ 3.10 drops every
+        publish of a channel whose first publish to a quorum rpc_queue followed the death
+        of its leader (see warren.amqp.publisher.RENEW_AFTER_S), so a client that kept its
+        channel would time out on every call from then on."""
+        if self._link.blocked or not self._link.is_open:
+            return  # under a resource alarm the close would wait for the alarm to clear
+        self._channel.close()
+        self._channel = self._link.channel("calling the RPC server")
+        self._listen()
 
     def send(self, a: int, b: int) -> str:
         """Queue one request; returns its correlation id for `result`.
@@ -83,6 +97,9 @@ class RpcClient:
         try:
             self._wait(ids, self.timeout_s if timeout_s is None else timeout_s)
             return [self._take(cid) for cid in ids]
+        except RpcTimeout:
+            self._renew_channel()
+            raise
         finally:
             for cid in ids:  # a late reply to any of them is dropped, not kept
                 self._waiting.discard(cid)

@@ -145,6 +145,11 @@ class Link:
     def cancel_timer(self, handle: object) -> None:
         self._connection.remove_timeout(handle)
 
+    @property
+    def blocked(self) -> bool:
+        """A resource alarm holds our publishing (connection.blocked, not yet unblocked)."""
+        return self._blocked
+
     def on_blocked(self, blocked: Callable[[bool], None]) -> None:
         """`blocked(True)` when a resource alarm stops our publishing, False when it ends."""
         self._connection.add_on_connection_blocked_callback(lambda *_: blocked(True))

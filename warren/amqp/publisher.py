@@ -122,17 +122,21 @@ class Publisher:
         """Replace a channel that refused everything for RENEW_AFTER_S (a timer: opening a
         channel is a synchronous call, not allowed inside the I/O pass a nack arrives in)."""
         self._renewal = None
-        link, old = self._link, self._channel
-        if link is None or old is None or not link.is_open or self._nacked_since is None:
+        link, old, since = self._link, self._channel, self._nacked_since
+        if (link is None or old is None or not link.is_open or since is None
+                or time.monotonic() - since < RENEW_AFTER_S):
+            return
+        if self.blocked:  # a resource alarm: the close would wait for the alarm to clear
+            self._nacked_since = None
             return
         log.warning("publish_channel_renewed", purpose=self.purpose,
-                    nacked_for_s=round(time.monotonic() - self._nacked_since, 1))
+                    nacked_for_s=round(time.monotonic() - since, 1))
         self.renewals += 1
+        self._channel = None  # nothing more goes out on the old channel
+        old.close()  # confirms that come during the close still settle what they cover
         self._requeue_in_flight()
         self._waiting = deque((m, token, 0.0) for m, token, _ in self._waiting)
         self._nack_backoff.reset()
-        self._channel = None  # what the old channel still says while closing concerns no one
-        old.close()
         self._open_channel(link)
         self.flush()
 
@@ -227,4 +231,5 @@ class Publisher:
         else:
             log.info("broker_unblocked", purpose=self.purpose)
         self.blocked = blocked
+        self._nacked_since = None  # refusals before or during an alarm are no channel's fault
         self.flush()
