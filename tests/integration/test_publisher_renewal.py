@@ -1,13 +1,16 @@
 """warren's Publisher against a queue that refuses publishes for a while (x-max-length with
 overflow=reject-publish): the channel is replaced after RENEW_AFTER_S of nacks, and every
-message still ends up confirmed, once and only once in the queue."""
+message still ends up confirmed, once and only once in the queue. Under a resource alarm
+no renewal is tried."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pika
 
+from tests.support.broker import BrokerUnderTest
 from warren.amqp import Link, Outgoing, Publisher, PublishEvents
 from warren.amqp.connect import connect
 from warren.amqp.publisher import RENEW_AFTER_S
@@ -16,6 +19,7 @@ from warren.settings import Settings
 QUEUE = "full_for_a_while"
 ROOM = 5
 COUNT = 12
+ALARM_S = 20  # the alarm clears by itself after this, whatever the test does
 
 
 def test_a_refusing_queue_costs_channel_renewals_and_loses_nothing(amqp_url: str) -> None:
@@ -52,3 +56,32 @@ def test_a_refusing_queue_costs_channel_renewals_and_loses_nothing(amqp_url: str
 
     assert sorted(confirmed) == sorted(b"%d" % i for i in range(COUNT))
     assert sorted(taken) == sorted(confirmed)  # each once: nothing lost, nothing twice
+
+
+def test_no_renewal_while_a_resource_alarm_blocks_the_connection(
+        amqp_url: str, broker: BrokerUnderTest) -> None:
+    """Closing a channel under an alarm waits for the alarm to clear (RabbitMQ reads nothing
+    more from a blocked publisher's socket), so a due renewal is dropped and its streak
+    restarts; the link's thread stays free to see its stop flag."""
+    node = broker.private
+    link = Link(connect(Settings.from_env({"AMQP_URL": amqp_url}), "renewal-alarm"))
+    publisher = Publisher(PublishEvents(lambda *_: None))
+    publisher.attach(link)
+    publisher.submit(Outgoing(b"held", pika.BasicProperties(), "anywhere"))
+    node.ctl("set_vm_memory_high_watermark", "0.0000001")
+    clear = threading.Timer(ALARM_S, node.ctl, ("set_vm_memory_high_watermark", "0.4"))
+    clear.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not publisher.blocked and time.monotonic() < deadline:
+            link.serve(0.05)
+        assert publisher.blocked and link.blocked
+        publisher._nacked_since = time.monotonic() - 2 * RENEW_AFTER_S  # a long streak
+        started = time.monotonic()
+        publisher._renew()
+        assert time.monotonic() - started < 2, "the renewal waited for the alarm"
+        assert publisher.renewals == 0 and publisher._nacked_since is None
+    finally:
+        clear.cancel()
+        node.ctl("set_vm_memory_high_watermark", "0.4")
+    link.close()
