@@ -56,7 +56,13 @@ def test_fair_dispatch_with_prefetch_1_is_near_ideal(services: ServiceFactory,
     makespan, ideal, busy = run_heavy_light(services, amqp_url, workers=2, count=80,
                                             prefetch="1")
     assert len(busy) == 2
-    assert makespan <= 1.10 * ideal, f"makespan {makespan:.2f}s vs ideal {ideal:.2f}s ({busy})"
+    # Fair dispatch is an even share of the work: each worker's busy time within 10 % of
+    # the ideal (round-robin gives one worker 10x the other's, see below). The makespan is
+    # the benchmark's (bench/fairness.py, a quiet machine): under CI's load it also holds
+    # the stalls of a machine booting six RabbitMQ nodes beside it (both workers busy
+    # 5.03 s of an ideal 5.03 s, makespan 6.22 s, 2026-12-08).
+    assert max(busy.values()) <= 1.10 * ideal, f"busy {busy} vs ideal {ideal:.2f}s"
+    assert makespan < 2 * ideal, f"makespan {makespan:.2f}s vs ideal {ideal:.2f}s ({busy})"
 
 
 def test_unlimited_prefetch_shows_round_robin_imbalance(services: ServiceFactory,
